@@ -1,0 +1,73 @@
+"""Lightning callbacks of the project: the per-epoch sample grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+from PIL import Image, ImageDraw, ImageFont
+from torchvision.transforms.functional import pil_to_tensor, to_pil_image
+from torchvision.utils import make_grid, save_image
+
+
+def label_rows(grid: torch.Tensor, names: list[str], row_height: int, padding: int) -> torch.Tensor:
+    """Prefix each row of a ``make_grid`` image with its class name.
+
+    Written by hand because torchvision only draws labels on bounding boxes.
+    """
+    image = to_pil_image(grid)
+    font = ImageFont.load_default()
+    margin = 8 + max(int(ImageDraw.Draw(image).textlength(name, font=font)) for name in names)
+    canvas = Image.new("RGB", (image.width + margin, image.height))
+    canvas.paste(image, (margin, 0))
+    draw = ImageDraw.Draw(canvas)
+    for row, name in enumerate(names):
+        draw.text((4, padding + row * row_height + row_height // 2 - 6), name, fill="white", font=font)
+    return pil_to_tensor(canvas).float().div(255)
+
+
+class SampleGrid(L.Callback):
+    """Once per training epoch, on rank zero: G's images from the module's fixed noise.
+
+    Adds the grid to every TensorBoard logger (tag ``samples``, x-axis = ``trainer.global_step``,
+    i.e. optimizer steps, two per batch) and writes ``epoch_NNN.png``; at the end of training it
+    writes ``final.png``. For a conditional model each row is one class, labelled by name.
+    """
+
+    def __init__(self, dirpath: str | None = None, every_n_epochs: int = 1, padding: int = 2) -> None:
+        self.dirpath = Path(dirpath) if dirpath else None
+        self.every_n_epochs = every_n_epochs
+        self.padding = padding
+
+    def render(self, trainer: L.Trainer, pl_module: L.LightningModule) -> torch.Tensor:
+        images = pl_module.sample().float().cpu()
+        columns = pl_module.hparams.sample_cols
+        grid = make_grid(images, nrow=columns, padding=self.padding, normalize=True, value_range=(-1, 1))
+        if pl_module.conditional:
+            datamodule = getattr(trainer, "datamodule", None)
+            names = list(getattr(datamodule, "class_names", None) or []) or [str(k) for k in range(pl_module.num_classes)]
+            grid = label_rows(grid, names, row_height=images.size(-2) + self.padding, padding=self.padding)
+        return grid
+
+    def _write(self, grid: torch.Tensor, filename: str) -> None:
+        if self.dirpath is None:
+            return
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        save_image(grid, self.dirpath / filename)
+
+    @rank_zero_only
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        grid = self.render(trainer, pl_module)
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image("samples", grid, global_step=trainer.global_step)
+        self._write(grid, f"epoch_{trainer.current_epoch:03d}.png")
+
+    @rank_zero_only
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(self.render(trainer, pl_module), "final.png")

@@ -1,0 +1,100 @@
+"""MNIST / Fashion-MNIST as a LightningDataModule, through torchvision's dataset classes.
+
+The training split trains; the official test split is the validation set (GANs have no
+held-out objective of their own, but checkpoint selection and sample metrics need one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+from torchvision import transforms
+
+from src.data.idx import IdxFormatError
+from src.data.loaders import MEAN, STD, EpochSampler, TensorLoader
+from src.data.provision import DEFAULT_SOURCES, check_raw_folder, dataset_class, provision, raw_folder
+
+LOADERS = ("tensor", "classic")
+
+
+class MNISTDataModule(L.LightningDataModule):
+    """``loader="tensor"`` keeps each split on the training device (fast, the default);
+    ``loader="classic"`` is the textbook per-sample ``DataLoader`` path, kept for comparison."""
+
+    num_classes = 10
+    img_shape = (1, 28, 28)
+
+    def __init__(
+        self,
+        name: str = "fashion_mnist",
+        root: str = "data",
+        batch_size: int = 100,
+        val_batch_size: int = 1000,
+        loader: str = "tensor",
+        num_workers: int = 0,
+        seed: int = 0,
+        sources: Sequence[str] = DEFAULT_SOURCES,
+    ) -> None:
+        super().__init__()
+        dataset_class(name)  # fail early on an unknown name
+        if loader not in LOADERS:
+            raise ValueError(f"data.loader={loader!r} is not one of {LOADERS}")
+        for key, value in (("data.batch_size", batch_size), ("data.val_batch_size", val_batch_size)):
+            if int(value) < 1:
+                raise ValueError(f"{key} must be a positive integer, got {value}")
+        self.name, self.root = name, root
+        self.batch_size, self.val_batch_size = int(batch_size), int(val_batch_size)
+        self.loader, self.num_workers, self.seed = loader, num_workers, seed
+        self.sources = tuple(sources)
+        self.class_names: list[str] = []
+        self.train_set = self.val_set = None
+
+    def prepare_data(self) -> None:
+        provision(self.name, self.root, self.sources)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        folder = raw_folder(self.name, self.root)
+        try:
+            check_raw_folder(folder, num_classes=self.num_classes)
+        except FileNotFoundError as err:
+            raise IdxFormatError(f"{err.filename} is missing: run `make data` or set data.root to the folder holding it") from None
+        dataset = dataset_class(self.name)
+        transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
+        self.train_set = dataset(self.root, train=True, transform=transform)
+        self.val_set = dataset(self.root, train=False, transform=transform)
+        self.class_names = list(self.train_set.classes)
+
+    def _tensor_loader(self, dataset, batch_size: int, shuffle: bool) -> TensorLoader:
+        trainer = self.trainer
+        sampler = EpochSampler(
+            len(dataset),
+            shuffle=shuffle,
+            seed=self.seed,
+            rank=trainer.global_rank if trainer else 0,
+            world_size=trainer.world_size if trainer else 1,
+        )
+        device = trainer.strategy.root_device if trainer else torch.device("cpu")
+        return TensorLoader(dataset.data.unsqueeze(1), dataset.targets, batch_size, sampler, device)
+
+    def _classic_loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self):
+        make = self._tensor_loader if self.loader == "tensor" else self._classic_loader
+        return make(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self):
+        make = self._tensor_loader if self.loader == "tensor" else self._classic_loader
+        return make(self.val_set, self.val_batch_size, shuffle=False)

@@ -1,0 +1,75 @@
+"""A tensor-resident batch loader: the whole split lives on the training device as ``uint8``.
+
+Why not a ``DataLoader``: torchvision's ``MNIST.__getitem__`` builds a PIL image per sample and
+``ToTensor``/``Normalize`` run per sample, which costs more than these small models' step.
+Here an epoch is one permutation and one gather per batch; normalization is torchvision's own
+``normalize`` applied to the whole batch, so values are bit-identical to the classic path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+from torchvision.transforms.functional import normalize
+
+MEAN, STD = (0.5,), (0.5,)  # maps [0, 1] to [-1, 1], the generator's Tanh range
+
+
+def to_model_range(images_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 1, H, W) -> float in [-1, 1], exactly as ``ToTensor()`` then ``Normalize(MEAN, STD)``."""
+    return normalize(images_u8.float().div(255), MEAN, STD)
+
+
+class EpochSampler:
+    """Indices of one epoch for one rank, a pure function of (seed, epoch, rank, world size).
+
+    Like ``DistributedSampler``: every rank draws the same permutation, pads it (by repeating its
+    head) to a multiple of the world size, and takes every ``world_size``-th index, so each sample
+    is seen once per epoch across ranks (padding aside) and every rank has the same batch count.
+    Lightning calls ``set_epoch`` before each epoch (the same hook it uses for ``DistributedSampler``),
+    which also makes a resumed run draw the same order as an uninterrupted one.
+    """
+
+    def __init__(self, size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        self.size, self.shuffle, self.seed = size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self.size / self.world_size)
+
+    def indices(self) -> torch.Tensor:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.size, generator=generator)
+        else:
+            order = torch.arange(self.size)
+        padding = len(self) * self.world_size - self.size
+        if padding:
+            order = torch.cat([order, order[:padding]])
+        return order[self.rank :: self.world_size]
+
+
+class TensorLoader:
+    """Yields ``(images in [-1, 1], labels)`` batches by indexing tensors that stay on ``device``."""
+
+    # Mirrors DataLoader's attributes that Lightning inspects: ``sampler`` receives ``set_epoch``.
+    batch_sampler = None
+
+    def __init__(self, images_u8: torch.Tensor, labels: torch.Tensor, batch_size: int, sampler: EpochSampler, device: torch.device | str = "cpu") -> None:
+        self.images = images_u8.to(device)
+        self.labels = labels.to(device)
+        self.batch_size = batch_size
+        self.sampler = sampler
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.sampler) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for index in self.sampler.indices().to(self.images.device).split(self.batch_size):
+            yield to_model_range(self.images[index]), self.labels[index]

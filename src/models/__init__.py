@@ -1,0 +1,3 @@
+from src.models.mlp import MLPDiscriminator, MLPGenerator
+
+__all__ = ["MLPDiscriminator", "MLPGenerator"]

@@ -1,0 +1,107 @@
+"""The seeds' fully connected generator and discriminator, as plain ``nn.Module``s.
+
+Conditioning is a constructor argument: ``num_classes=None`` builds the unconditional
+model; an integer embeds the label (``nn.Embedding(num_classes, embed_dim)``) and
+concatenates it to the noise (G) or to the flattened image (D), as the seed cGAN does.
+The discriminator returns logits (the seeds' final ``Sigmoid`` moves into
+``binary_cross_entropy_with_logits``: the same model, numerically safer).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def _activation(name: str, negative_slope: float) -> nn.Module:
+    if name == "relu":
+        return nn.ReLU()
+    if name == "leaky_relu":
+        return nn.LeakyReLU(negative_slope)
+    raise ValueError(f"unknown activation {name!r}: use 'relu' or 'leaky_relu'")
+
+
+def _mlp(in_dim: int, hidden_dims: Sequence[int], activation: str, negative_slope: float, dropout: float) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for width in hidden_dims:
+        layers += [nn.Linear(in_dim, width), _activation(activation, negative_slope)]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        in_dim = width
+    return layers
+
+
+class _Conditioning(nn.Module):
+    """Concatenates a learned label embedding to the input, or passes it through unchanged."""
+
+    def __init__(self, num_classes: int | None, embed_dim: int | None) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.embed_dim = 0 if num_classes is None else (embed_dim or num_classes)
+        self.embed = None if num_classes is None else nn.Embedding(num_classes, self.embed_dim)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        if self.embed is None:
+            return x
+        if labels is None:
+            raise ValueError(f"this model is conditional on {self.num_classes} classes: pass labels")
+        return torch.cat([x, self.embed(labels)], dim=1)
+
+
+class MLPGenerator(nn.Module):
+    """z (and optionally a class label) -> image in [-1, 1] of shape ``(N, *img_shape)``."""
+
+    def __init__(
+        self,
+        latent_dim: int = 64,
+        hidden_dims: Sequence[int] = (256, 256),
+        img_shape: Sequence[int] = (1, 28, 28),
+        num_classes: int | None = None,
+        embed_dim: int | None = None,
+        activation: str = "relu",
+        negative_slope: float = 0.2,
+    ) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.img_shape = tuple(img_shape)
+        self.num_classes = num_classes
+        self.conditioning = _Conditioning(num_classes, embed_dim)
+        in_dim = latent_dim + self.conditioning.embed_dim
+        self.net = nn.Sequential(
+            *_mlp(in_dim, hidden_dims, activation, negative_slope, dropout=0.0),
+            nn.Linear(hidden_dims[-1] if hidden_dims else in_dim, math.prod(self.img_shape)),
+            nn.Tanh(),
+        )
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(self.conditioning(z, labels)).view(z.size(0), *self.img_shape)
+
+
+class MLPDiscriminator(nn.Module):
+    """Image (and optionally its class label) -> one real/fake logit per image, shape ``(N,)``."""
+
+    def __init__(
+        self,
+        img_shape: Sequence[int] = (1, 28, 28),
+        hidden_dims: Sequence[int] = (256, 256),
+        num_classes: int | None = None,
+        embed_dim: int | None = None,
+        activation: str = "leaky_relu",
+        negative_slope: float = 0.2,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.img_shape = tuple(img_shape)
+        self.num_classes = num_classes
+        self.conditioning = _Conditioning(num_classes, embed_dim)
+        in_dim = math.prod(self.img_shape) + self.conditioning.embed_dim
+        self.net = nn.Sequential(
+            *_mlp(in_dim, hidden_dims, activation, negative_slope, dropout),
+            nn.Linear(hidden_dims[-1] if hidden_dims else in_dim, 1),
+        )
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(self.conditioning(images.flatten(1), labels)).squeeze(1)

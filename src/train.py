@@ -1,0 +1,57 @@
+"""Train a GAN or conditional GAN: Hydra composes ``conf/``, Lightning trains.
+
+    python -m src.train                                   # seed GAN on Fashion-MNIST
+    python -m src.train model=cgan data=mnist             # seed cGAN on MNIST
+    python -m src.train trainer=cpu trainer.max_epochs=5 data.batch_size=128
+    python -m src.train --multirun model.lr=1e-4,2e-4,5e-4
+    tensorboard --logdir outputs --samples_per_plugin images=1000
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def _instantiate_dict(section: DictConfig | None) -> list:
+    """Instantiate every entry of a config group that holds named objects (callbacks, loggers)."""
+    if not section:
+        return []
+    return [instantiate(entry) for entry in section.values() if entry and "_target_" in entry]
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit the configured model on the configured data; return the final logged metrics."""
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    if model.num_classes not in (None, datamodule.num_classes):
+        raise ValueError(f"the model is conditional on {model.num_classes} classes but {datamodule.name} has {datamodule.num_classes}")
+    loggers = _instantiate_dict(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=_instantiate_dict(cfg.get("callbacks")), logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    return {name: float(value) for name, value in trainer.callback_metrics.items()}
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics = train(cfg)
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    value = metrics.get(name, math.nan)
+    log.info("%s = %s", name, value)
+    return value
+
+
+if __name__ == "__main__":
+    main()

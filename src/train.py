@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 
 import hydra
 import lightning as L
@@ -18,6 +19,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
+
+# Lightning 2.6 itself still builds torch's deprecated LeafSpec on every step; nothing for users to do.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
 
 
 def _instantiate_dict(section: DictConfig | None) -> list:

@@ -1,0 +1,71 @@
+"""Fixtures: the real Hydra config composed against small data written in the real IDX format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from src.data.idx import write_idx
+from src.data.provision import RAW_FILES, raw_folder
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+MODELS = ["gan", "cgan"]
+DATASETS = ["mnist", "fashion_mnist"]
+TRAIN_SIZE, TEST_SIZE = 240, 60
+
+
+def write_tiny_dataset(root: Path, name: str, seed: int = 0) -> Path:
+    """Every class present, images with class-dependent brightness so a label is learnable."""
+    rng = np.random.default_rng(seed)
+    folder = raw_folder(name, root)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, size in (("train", TRAIN_SIZE), ("test", TEST_SIZE)):
+        labels = np.arange(size, dtype=np.uint8) % 10
+        rng.shuffle(labels)
+        images = rng.integers(0, 256, size=(size, 28, 28), dtype=np.uint8)
+        images[:, 10:18, 10:18] = (labels[:, None, None] * 25).astype(np.uint8)
+        write_idx(folder / RAW_FILES[f"{split}_images"], images)
+        write_idx(folder / RAW_FILES[f"{split}_labels"], labels)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    for name in DATASETS:
+        write_tiny_dataset(root, name)
+    return root
+
+
+def make_cfg(overrides: list[str], output_dir: Path, data_root: Path) -> DictConfig:
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "trainer=cpu",
+                f"paths.data_dir={data_root}",
+                f"paths.output_dir={output_dir}",
+                "data.sources=[local]",
+                "data.batch_size=32",
+                "data.val_batch_size=30",
+                "trainer.log_every_n_steps=1",
+                "+trainer.enable_progress_bar=false",
+                "+trainer.enable_model_summary=false",
+                *overrides,
+            ],
+        )
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    return cfg
+
+
+@pytest.fixture
+def cfg_factory(tmp_path, data_root):
+    def factory(*overrides: str, output_dir: Path | None = None) -> DictConfig:
+        return make_cfg(list(overrides), output_dir or tmp_path, data_root)
+
+    return factory

@@ -1,0 +1,111 @@
+"""The adversarial step itself: who moves when, how often, and what conditioning does."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from src.train import train
+
+
+def _snapshot(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def _changed(before: list[torch.Tensor], module: torch.nn.Module) -> bool:
+    return any(not torch.equal(b, p) for b, p in zip(before, module.parameters(), strict=True))
+
+
+class StepRecorder(L.Callback):
+    """Records, around every optimizer step, whether G's and D's weights moved."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, bool, bool]] = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        opt_g, opt_d = trainer.optimizers
+        for name, opt in (("G", opt_g), ("D", opt_d)):
+            opt.register_step_pre_hook(lambda *_: self._before(pl_module))
+            opt.register_step_post_hook(lambda *_, name=name: self._after(name, pl_module))
+
+    def _before(self, pl_module) -> None:
+        self._g, self._d = _snapshot(pl_module.generator), _snapshot(pl_module.discriminator)
+
+    def _after(self, name: str, pl_module) -> None:
+        self.events.append((name, _changed(self._g, pl_module.generator), _changed(self._d, pl_module.discriminator)))
+
+
+@pytest.mark.parametrize("model", ["gan", "cgan"])
+def test_d_step_moves_only_d_then_g_step_moves_only_g(cfg_factory, model):
+    cfg = cfg_factory(f"model={model}", "trainer.max_epochs=1", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=0")
+    recorder = StepRecorder()
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=3, limit_val_batches=0, callbacks=[recorder], logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(instantiate(cfg.model), datamodule=instantiate(cfg.data))
+    # Per batch: one D step that changes D alone, then one G step that changes G alone.
+    assert recorder.events == [("D", False, True), ("G", True, False)] * 3
+    assert trainer.global_step == 6  # manual optimization counts both optimizer steps
+
+
+def test_g_step_computes_no_gradient_for_d(cfg_factory):
+    cfg = cfg_factory("model=gan")
+    gan = instantiate(cfg.model)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=1, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    seen = {}
+
+    def grad_hook(name):
+        def hook(grad):
+            seen[name] = seen.get(name, 0) + 1
+        return hook
+
+    gan.discriminator.net[0].weight.register_hook(grad_hook("d_weight"))
+    gan.generator.net[0].weight.register_hook(grad_hook("g_weight"))
+    trainer.fit(gan, datamodule=instantiate(cfg.data))
+    # D's first-layer weight gets a gradient once (the D step), G's once (the G step).
+    assert seen == {"d_weight": 1, "g_weight": 1}
+
+
+def test_conditional_output_depends_on_label(cfg_factory):
+    gan = instantiate(cfg_factory("model=cgan").model)
+    z = torch.randn(1, gan.latent_dim).expand(10, -1)
+    images = gan.sample(z, torch.arange(10))
+    assert torch.allclose(images[0], gan.sample(z[:1], torch.tensor([0]))[0], atol=1e-6)
+    distinct = {tuple(img.flatten()[:50].tolist()) for img in images}
+    assert len(distinct) == 10
+    real = torch.rand(1, 1, 28, 28).expand(10, -1, -1, -1)
+    assert gan.discriminator.eval()(real, torch.arange(10)).unique().numel() == 10
+
+
+def test_unconditional_model_ignores_no_label_and_conditional_requires_one(cfg_factory):
+    cgan = instantiate(cfg_factory("model=cgan").model)
+    with pytest.raises(ValueError, match="conditional on 10 classes"):
+        cgan.generator(torch.randn(2, cgan.latent_dim))
+
+
+def test_one_key_sets_both_learning_rates_and_separate_rates_override(cfg_factory):
+    gan = instantiate(cfg_factory("model.lr=1e-3").model)
+    opt_g, opt_d = gan.configure_optimizers()
+    assert opt_g.param_groups[0]["lr"] == opt_d.param_groups[0]["lr"] == 1e-3
+    gan = instantiate(cfg_factory("model.lr=1e-3", "model.lr_d=4e-3").model)
+    opt_g, opt_d = gan.configure_optimizers()
+    assert (opt_g.param_groups[0]["lr"], opt_d.param_groups[0]["lr"]) == (1e-3, 4e-3)
+
+
+def test_fixed_noise_is_seeded_and_identical_across_builds(cfg_factory):
+    cfg = cfg_factory("model=cgan")
+    L.seed_everything(cfg.seed)
+    a = instantiate(cfg.model)
+    L.seed_everything(cfg.seed)
+    b = instantiate(cfg.model)
+    assert torch.equal(a.fixed_noise, b.fixed_noise)
+    assert a.fixed_labels.tolist() == [k for k in range(10) for _ in range(10)]
+
+
+def test_same_seed_same_result(cfg_factory, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        train(cfg_factory("model=cgan", "trainer.max_epochs=1", output_dir=tmp_path / name))
+        runs.append(torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"])
+    assert runs[0].keys() == runs[1].keys()
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.errors import ConfigError
+
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
 
@@ -45,10 +47,10 @@ class GAN(L.LightningModule):
     ) -> None:
         super().__init__()
         if generator.num_classes != discriminator.num_classes:
-            raise ValueError(f"generator has num_classes={generator.num_classes} but discriminator has {discriminator.num_classes}")
+            raise ConfigError(f"model: generator has num_classes={generator.num_classes} but discriminator has {discriminator.num_classes}")
         for name, value in (("lr", lr), ("lr_g", lr_g), ("lr_d", lr_d)):
             if value is not None and not float(value) > 0:
-                raise ValueError(f"model.{name} must be a positive number, got {value}")
+                raise ConfigError(f"model.{name} must be a positive number, got {value}")
         self.automatic_optimization = False
         self.save_hyperparameters(ignore=["generator", "discriminator", "optimizer"], logger=False)
         self.generator = generator

@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import warnings
 
 import hydra
 import lightning as L
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+
+from src.data.idx import IdxFormatError
+from src.data.provision import DataUnavailableError
+from src.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +43,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
     if model.num_classes not in (None, datamodule.num_classes):
-        raise ValueError(f"the model is conditional on {model.num_classes} classes but {datamodule.name} has {datamodule.num_classes}")
+        raise ConfigError(f"the model is conditional on {model.num_classes} classes but {datamodule.name} has {datamodule.num_classes}")
     loggers = _instantiate_dict(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=_instantiate_dict(cfg.get("callbacks")), logger=loggers or False)
     for logger in loggers:
@@ -46,9 +52,25 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return {name: float(value) for name, value in trainer.callback_metrics.items()}
 
 
+USER_ERRORS = (ConfigError, DataUnavailableError, IdxFormatError)
+
+
+def user_error(err: BaseException) -> BaseException | None:
+    """The error to show as one line (a user's to fix), or None for a bug that keeps its traceback."""
+    while isinstance(err, InstantiationException) and err.__cause__ is not None:
+        err = err.__cause__
+    return err if isinstance(err, USER_ERRORS) else None
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
+    try:
+        metrics = train(cfg)
+    except Exception as err:
+        if (shown := user_error(err)) is None:
+            raise
+        print(f"error: {shown}", file=sys.stderr)
+        raise SystemExit(1) from None
     name = cfg.get("optimized_metric")
     if not name:
         return None

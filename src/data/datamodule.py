@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 
 from src.data.idx import IdxFormatError
+from src.errors import ConfigError
 from src.data.loaders import MEAN, STD, EpochSampler, TensorLoader
 from src.data.provision import DEFAULT_SOURCES, check_raw_folder, dataset_class, provision, raw_folder
 
@@ -41,10 +42,10 @@ class MNISTDataModule(L.LightningDataModule):
         super().__init__()
         dataset_class(name)  # fail early on an unknown name
         if loader not in LOADERS:
-            raise ValueError(f"data.loader={loader!r} is not one of {LOADERS}")
+            raise ConfigError(f"data.loader={loader!r} is not one of {LOADERS}")
         for key, value in (("data.batch_size", batch_size), ("data.val_batch_size", val_batch_size)):
             if int(value) < 1:
-                raise ValueError(f"{key} must be a positive integer, got {value}")
+                raise ConfigError(f"{key} must be a positive integer, got {value}")
         self.name, self.root = name, root
         self.batch_size, self.val_batch_size = int(batch_size), int(val_batch_size)
         self.loader, self.num_workers, self.seed = loader, num_workers, seed

@@ -37,6 +37,7 @@ import numpy as np
 from torchvision.datasets import MNIST, FashionMNIST
 
 from src.data.idx import IdxFormatError, read_header, write_idx
+from src.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def dataset_class(name: str) -> type[MNIST]:
     try:
         return DATASETS[name]
     except KeyError:
-        raise ValueError(f"unknown data set {name!r}: choose one of {sorted(DATASETS)}") from None
+        raise ConfigError(f"unknown data set {name!r}: choose one of {sorted(DATASETS)}") from None
 
 
 def check_raw_folder(folder: Path, num_classes: int = 10, official_sizes: bool = False) -> dict[str, int]:
@@ -220,7 +221,7 @@ def provision(name: str, root: str | os.PathLike = "data", sources: Sequence[str
     folder = raw_folder(name, root)
     unknown = set(sources) - {"local", *_SOURCES}
     if unknown:
-        raise ValueError(f"unknown data sources {sorted(unknown)}: choose from {['local', *_SOURCES]}")
+        raise ConfigError(f"unknown data sources {sorted(unknown)}: choose from {['local', *_SOURCES]}")
     if "local" in sources and _has_raw_files(folder):
         check_raw_folder(folder)
         return folder
@@ -255,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             folder = provision(name, args.root)
             sizes = check_raw_folder(folder, official_sizes=True)
-        except (DataUnavailableError, IdxFormatError, ValueError) as err:
+        except (DataUnavailableError, IdxFormatError, ConfigError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
         print(f"{name}: {sizes['train']} train / {sizes['test']} test images in {folder}")

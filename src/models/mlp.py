@@ -15,13 +15,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from src.errors import ConfigError
+
 
 def _activation(name: str, negative_slope: float) -> nn.Module:
     if name == "relu":
         return nn.ReLU()
     if name == "leaky_relu":
         return nn.LeakyReLU(negative_slope)
-    raise ValueError(f"unknown activation {name!r}: use 'relu' or 'leaky_relu'")
+    raise ConfigError(f"unknown activation {name!r}: use 'relu' or 'leaky_relu'")
 
 
 def _mlp(in_dim: int, hidden_dims: Sequence[int], activation: str, negative_slope: float, dropout: float) -> list[nn.Module]:

@@ -1,0 +1,5 @@
+"""Errors that are the user's to fix: the command line prints them as one line, no traceback."""
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the key and what it accepts."""

@@ -1,0 +1,111 @@
+"""The data path: provisioning, integrity checks, the tensor-resident loader, clear errors."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from torch.utils.data import DataLoader
+from torchvision.datasets import MNIST, FashionMNIST
+
+from src.data.datamodule import MNISTDataModule
+from src.data.idx import IdxFormatError
+from src.data.loaders import EpochSampler
+from src.data.provision import DataUnavailableError, RAW_FILES, provision, raw_folder
+from src.train import train
+from tests.conftest import TEST_SIZE, TRAIN_SIZE, write_tiny_dataset
+
+
+def _setup(datamodule: MNISTDataModule) -> MNISTDataModule:
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+def test_tensor_loader_yields_every_pair_once_normalized_like_the_classic_path(data_root, name):
+    fast = _setup(MNISTDataModule(name, str(data_root), batch_size=32, sources=["local"]))
+    classic = _setup(MNISTDataModule(name, str(data_root), batch_size=32, loader="classic", sources=["local"]))
+    fast_pairs = [(img, int(y)) for images, labels in fast.train_dataloader() for img, y in zip(images, labels)]
+    classic_pairs = [(img, int(y)) for images, labels in DataLoader(classic.train_set, batch_size=TRAIN_SIZE) for img, y in zip(images, labels)]
+    assert len(fast_pairs) == len(classic_pairs) == TRAIN_SIZE
+
+    def key(pair):
+        return (pair[1], pair[0].flatten().tolist())
+
+    # Same multiset of (image, label) pairs, bit for bit, whatever the order.
+    assert sorted(map(key, fast_pairs)) == sorted(map(key, classic_pairs))
+    images = torch.stack([img for img, _ in fast_pairs])
+    assert images.dtype == torch.float32 and images.min() == -1 and images.max() == 1
+
+
+def test_epoch_order_is_shuffled_per_epoch_and_reproducible():
+    sampler = EpochSampler(100, shuffle=True, seed=3)
+    first = sampler.indices()
+    sampler.set_epoch(1)
+    second = sampler.indices()
+    assert not torch.equal(first, second)
+    assert sorted(first.tolist()) == sorted(second.tolist()) == list(range(100))
+    sampler.set_epoch(0)
+    assert torch.equal(sampler.indices(), first)
+
+
+@pytest.mark.parametrize(("size", "world"), [(100, 2), (101, 2), (10, 3)])
+def test_ranks_share_an_epoch_between_them(size, world):
+    shards = [EpochSampler(size, shuffle=True, seed=1, rank=r, world_size=world).indices() for r in range(world)]
+    assert len({len(s) for s in shards}) == 1  # equal batch counts on every rank
+    covered = torch.cat(shards)
+    assert set(covered.tolist()) == set(range(size))
+    assert len(covered) - size < world  # only the padding repeats
+
+
+def test_provision_uses_and_checks_local_files(data_root):
+    assert provision("mnist", data_root, sources=["local"]) == raw_folder("mnist", data_root)
+    dataset = MNIST(str(data_root), train=True)
+    assert dataset.data.shape == (TRAIN_SIZE, 28, 28)
+    assert len(FashionMNIST(str(data_root), train=False)) == TEST_SIZE
+
+
+def test_truncated_idx_file_gives_a_clear_error(tmp_path):
+    folder = write_tiny_dataset(tmp_path, "mnist")
+    images = folder / RAW_FILES["train_images"]
+    images.write_bytes(images.read_bytes()[:-100])
+    datamodule = MNISTDataModule("mnist", str(tmp_path), sources=["local"])
+    with pytest.raises(IdxFormatError, match="train-images-idx3-ubyte holds .* bytes but its header .* truncated or corrupt"):
+        _setup(datamodule)
+
+
+def test_missing_data_without_network_says_what_to_do(tmp_path, monkeypatch, cfg_factory):
+    # Point torchvision at a closed local port: the download fails at once, as offline.
+    for dataset in (MNIST, FashionMNIST):
+        monkeypatch.setattr(dataset, "mirrors", ["http://127.0.0.1:9/"])
+    cfg = cfg_factory("data=mnist", f"paths.data_dir={tmp_path / 'empty'}", "data.sources=[local,torchvision]", "+trainer.fast_dev_run=true")
+    with pytest.raises(DataUnavailableError) as err:
+        train(cfg)
+    message = str(err.value)
+    assert "\n" not in message
+    assert str(raw_folder("mnist", tmp_path / "empty")) in message
+    assert "make data" in message and "torchvision download failed" in message
+    # Nothing half-written: the failed attempt leaves no raw files behind.
+    assert not any(raw_folder("mnist", tmp_path / "empty").glob("*ubyte*"))
+
+
+def test_bad_loader_and_batch_size_are_rejected(cfg_factory):
+    with pytest.raises(InstantiationException, match="data.loader='pil' is not one of"):
+        instantiate(cfg_factory("data.loader=pil").data)
+    with pytest.raises(InstantiationException, match="data.batch_size must be a positive integer"):
+        instantiate(cfg_factory("data.batch_size=0").data)
+
+
+def test_classic_loader_trains(cfg_factory):
+    metrics = train(cfg_factory("data.loader=classic", "+trainer.fast_dev_run=true"))
+    assert metrics["train/d_loss"] > 0
+
+
+def test_local_copy_from_another_root(tmp_path, data_root):
+    shutil.copytree(raw_folder("fashion_mnist", data_root), raw_folder("fashion_mnist", tmp_path))
+    datamodule = _setup(MNISTDataModule("fashion_mnist", str(tmp_path), sources=["local"]))
+    assert datamodule.class_names[0] == "T-shirt/top"

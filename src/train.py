@@ -13,6 +13,7 @@ import logging
 import math
 import sys
 import warnings
+from collections.abc import Sequence
 
 import hydra
 import lightning as L
@@ -37,15 +38,18 @@ def _instantiate_dict(section: DictConfig | None) -> list:
     return [instantiate(entry) for entry in section.values() if entry and "_target_" in entry]
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit the configured model on the configured data; return the final logged metrics."""
+def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[str, float]:
+    """Fit the configured model on the configured data; return the final logged metrics.
+
+    ``extra_callbacks`` join the configured ones (for programmatic use: benchmarks, tests).
+    """
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
     if model.num_classes not in (None, datamodule.num_classes):
         raise ConfigError(f"the model is conditional on {model.num_classes} classes but {datamodule.name} has {datamodule.num_classes}")
     loggers = _instantiate_dict(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=_instantiate_dict(cfg.get("callbacks")), logger=loggers or False)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[*_instantiate_dict(cfg.get("callbacks")), *extra_callbacks], logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))

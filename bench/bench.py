@@ -1,0 +1,328 @@
+"""Side-by-side training throughput: the seed loops, a framework-free loop, and the project.
+
+    python bench/bench.py                       # CPU, both presets, 3 interleaved repeats
+    python bench/bench.py --device cuda --batches 600
+    make bench
+
+For each preset (`gan`, `cgan`) it measures images/s of
+  seed       the seed tutorial's loop exactly as written (shared/seeds/000): torchvision
+             dataset + per-sample ToTensor/Normalize + DataLoader, G run twice for the cGAN;
+  plain      the project's training step (same models, optimizer, data path) in a bare loop:
+             the framework-free floor;
+  lightning  the project's `train(cfg)`: Lightning, Hydra config, logger and callbacks.
+Each measurement runs in its own subprocess (so peak memory is its own), repeats are
+interleaved (seed, plain, lightning, seed, ...) because this machine is shared and noisy,
+and the table reports medians and the ratios between them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+KINDS = ("seed", "plain", "lightning")
+SEED_BATCH_SIZE = 100  # both seed-000 loops
+
+
+def _peaks() -> dict[str, float]:
+    peaks = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if torch.cuda.is_available():
+        peaks["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return peaks
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _timed(batches, step, warmup: int, measured: int, device: torch.device) -> float:
+    """Images/s over `measured` batches after `warmup` batches; `batches` is re-iterated as needed."""
+    done, images, start = 0, 0, None
+    while True:
+        for batch in batches:
+            if done == warmup:
+                _sync(device)
+                start = time.perf_counter()
+            step(batch)
+            done += 1
+            if done > warmup:
+                images += batch[0].size(0)
+            if done == warmup + measured:
+                _sync(device)
+                return images / (time.perf_counter() - start)
+
+
+def _compose(preset: str, data_dir: str, overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("train", overrides=[f"model={preset}", f"paths.data_dir={data_dir}", "paths.output_dir=/tmp/bench-run", *overrides])
+
+
+# --- (a) the seed loops, as written in shared/seeds/000 ------------------------------------
+
+
+def seed_gan_models():
+    from torch import nn
+
+    G = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 784), nn.Tanh())
+    D = nn.Sequential(nn.Linear(784, 256), nn.LeakyReLU(0.2), nn.Linear(256, 256), nn.LeakyReLU(0.2), nn.Linear(256, 1), nn.Sigmoid())
+    return G, D
+
+
+def seed_cgan_models():
+    from torch import nn
+
+    class Generator(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(10, 10)
+            self.model = nn.Sequential(
+                nn.Linear(110, 256), nn.LeakyReLU(0.2, inplace=True), nn.Linear(256, 512), nn.LeakyReLU(0.2, inplace=True),
+                nn.Linear(512, 1024), nn.LeakyReLU(0.2, inplace=True), nn.Linear(1024, 784), nn.Tanh(),
+            )
+
+        def forward(self, z, labels):
+            return self.model(torch.cat([z, self.embed(labels)], 1))
+
+    class Discriminator(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(10, 10)
+            self.model = nn.Sequential(
+                nn.Linear(794, 1024), nn.LeakyReLU(0.2, inplace=True), nn.Dropout(0.3),
+                nn.Linear(1024, 512), nn.LeakyReLU(0.2, inplace=True), nn.Dropout(0.3),
+                nn.Linear(512, 256), nn.LeakyReLU(0.2, inplace=True), nn.Dropout(0.3),
+                nn.Linear(256, 1), nn.Sigmoid(),
+            )
+
+        def forward(self, x, labels):
+            return self.model(torch.cat([x, self.embed(labels)], 1))
+
+    return Generator(), Discriminator()
+
+
+def run_seed(preset: str, args) -> float:
+    from torch import nn, optim
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+
+    DEVICE = torch.device(args.device)
+    BATCH_SIZE = SEED_BATCH_SIZE
+    trainset = datasets.FashionMNIST(args.data_dir, train=True, transform=transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))]))
+    train_loader = DataLoader(trainset, batch_size=BATCH_SIZE, shuffle=True)
+    G, D = seed_gan_models() if preset == "gan" else seed_cgan_models()
+    D, G = D.to(DEVICE), G.to(DEVICE)
+    criterion = nn.BCELoss()
+    d_optimizer = optim.Adam(D.parameters(), lr=0.0002)
+    g_optimizer = optim.Adam(G.parameters(), lr=0.0002)
+
+    def gan_step(batch):
+        images, _ = batch
+        images = images.reshape(BATCH_SIZE, -1).to(DEVICE)
+        real_labels = torch.ones(BATCH_SIZE, 1).to(DEVICE)
+        fake_labels = torch.zeros(BATCH_SIZE, 1).to(DEVICE)
+        outputs = D(images)
+        d_loss_real = criterion(outputs, real_labels)
+        z = torch.randn(BATCH_SIZE, 64).to(DEVICE)
+        fake_images = G(z)
+        outputs = D(fake_images)
+        d_loss_fake = criterion(outputs, fake_labels)
+        d_loss = d_loss_real + d_loss_fake
+        d_optimizer.zero_grad()
+        g_optimizer.zero_grad()
+        d_loss.backward()
+        d_optimizer.step()
+        fake_images = G(z)
+        outputs = D(fake_images)
+        g_loss = criterion(outputs, real_labels)
+        d_optimizer.zero_grad()
+        g_optimizer.zero_grad()
+        g_loss.backward()
+        g_optimizer.step()
+
+    def cgan_step(batch):
+        images, labels = batch
+        images = images.reshape(BATCH_SIZE, -1).to(DEVICE)
+        real_labels = torch.ones(BATCH_SIZE, 1).to(DEVICE)
+        fake_labels = torch.zeros(BATCH_SIZE, 1).to(DEVICE)
+        labels = labels.to(DEVICE)
+        outputs = D(images, labels)
+        d_loss_real = criterion(outputs, real_labels)
+        z = torch.randn(BATCH_SIZE, 100).to(DEVICE)
+        g_label = torch.randint(0, 10, (BATCH_SIZE,)).to(DEVICE)
+        fake_images = G(z, g_label)
+        outputs = D(fake_images, g_label)
+        d_loss_fake = criterion(outputs, fake_labels)
+        d_loss = d_loss_real + d_loss_fake
+        d_optimizer.zero_grad()
+        g_optimizer.zero_grad()
+        d_loss.backward()
+        d_optimizer.step()
+        fake_images = G(z, g_label)
+        outputs = D(fake_images, g_label)
+        g_loss = criterion(outputs, real_labels)
+        d_optimizer.zero_grad()
+        g_optimizer.zero_grad()
+        g_loss.backward()
+        g_optimizer.step()
+
+    return _timed(train_loader, gan_step if preset == "gan" else cgan_step, args.warmup, args.batches, DEVICE)
+
+
+# --- (b) the project's step without Lightning ---------------------------------------------
+
+
+def run_plain(preset: str, args) -> float:
+    from hydra.utils import instantiate
+
+    from src.data.loaders import EpochSampler, TensorLoader
+    from src.gan_module import GAN
+
+    device = torch.device(args.device)
+    cfg = _compose(preset, args.data_dir, [f"data.batch_size={SEED_BATCH_SIZE}", *args.override])
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    train_set = datamodule.train_set
+    loader = TensorLoader(train_set.data.unsqueeze(1), train_set.targets, datamodule.batch_size, EpochSampler(len(train_set), True, 0), device)
+    gan: GAN = instantiate(cfg.model).to(device)
+    G, D = gan.generator, gan.discriminator
+    opt_g, opt_d = gan.configure_optimizers()
+    bce = GAN._bce
+
+    def step(batch):
+        real, real_labels = batch
+        real_labels = real_labels if gan.conditional else None
+        z, fake_labels = gan._draw(real.size(0))
+        fake = G(z, fake_labels)
+        D.requires_grad_(True)
+        G.requires_grad_(False)
+        d_loss = bce(D(real, real_labels), True) + bce(D(fake.detach(), fake_labels), False)
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        D.requires_grad_(False)
+        G.requires_grad_(True)
+        g_loss = bce(D(fake, fake_labels), True)
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+
+    return _timed(loader, step, args.warmup, args.batches, device)
+
+
+# --- (c) the project through Lightning -----------------------------------------------------
+
+
+def run_lightning(preset: str, args) -> float:
+    import lightning as L
+
+    from src.train import train
+
+    result = {}
+
+    class Throughput(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == args.warmup:
+                _sync(pl_module.device)
+                self.start, self.images = time.perf_counter(), 0
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if batch_idx >= args.warmup:
+                self.images += batch[0].size(0)
+            if batch_idx == args.warmup + args.batches - 1:
+                _sync(pl_module.device)
+                result["images_per_s"] = self.images / (time.perf_counter() - self.start)
+
+    accelerator = "gpu" if args.device.startswith("cuda") else "cpu"
+    cfg = _compose(
+        preset,
+        args.data_dir,
+        [
+            f"data.batch_size={SEED_BATCH_SIZE}",
+            f"trainer.accelerator={accelerator}",
+            "trainer.max_epochs=1",
+            f"+trainer.limit_train_batches={args.warmup + args.batches}",
+            "+trainer.limit_val_batches=0",
+            "+trainer.num_sanity_val_steps=0",
+            "+trainer.enable_progress_bar=true",
+            "+trainer.enable_model_summary=false",
+            *args.override,
+        ],
+    )
+    train(cfg, extra_callbacks=[Throughput()])
+    return result["images_per_s"]
+
+
+RUNNERS = {"seed": run_seed, "plain": run_plain, "lightning": run_lightning}
+
+
+def one(args) -> None:
+    images_per_s = RUNNERS[args.one](args.preset, args)
+    print(json.dumps({"images_per_s": images_per_s, **_peaks()}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--presets", nargs="+", default=["gan", "cgan"])
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--batches", type=int, default=300, help="measured batches per run")
+    parser.add_argument("--warmup", type=int, default=20, help="batches run before timing starts")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--override", nargs="*", default=[], help="Hydra overrides for plain and lightning, e.g. model.optimizer.fused=true")
+    parser.add_argument("--one", choices=KINDS, help=argparse.SUPPRESS)
+    parser.add_argument("--preset", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        return one(args)
+
+    from src.data.provision import provision
+
+    provision("fashion_mnist", args.data_dir)
+    print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} cpus={os.cpu_count()} "
+          f"batch={SEED_BATCH_SIZE} measured_batches={args.batches} repeats={args.repeats} overrides={args.override}")
+    results: dict[tuple[str, str], list[dict]] = {}
+    for repeat in range(args.repeats):
+        for preset in args.presets:
+            for kind in args.kinds:
+                cmd = [sys.executable, __file__, "--one", kind, "--preset", preset, "--device", args.device, "--data-dir", args.data_dir,
+                       "--batches", str(args.batches), "--warmup", str(args.warmup), "--override", *args.override]
+                out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+                if out.returncode != 0:
+                    sys.exit(f"{kind}/{preset} failed:\n{out.stderr[-3000:]}")
+                record = json.loads(out.stdout.strip().splitlines()[-1])
+                results.setdefault((preset, kind), []).append(record)
+                print(f"  repeat {repeat + 1}: {preset:5s} {kind:9s} {record['images_per_s']:9.0f} images/s", flush=True)
+
+    print()
+    print("| preset | loop | images/s (median) | vs seed | vs plain | peak RSS MB |" + (" peak GPU MB |" if args.device.startswith("cuda") else ""))
+    print("| --- | --- | ---: | ---: | ---: | ---: |" + (" ---: |" if args.device.startswith("cuda") else ""))
+    for preset in args.presets:
+        median = {kind: statistics.median(r["images_per_s"] for r in results[(preset, kind)]) for kind in args.kinds}
+        for kind in args.kinds:
+            records = results[(preset, kind)]
+            vs_seed = f"{median[kind] / median['seed']:.2f}×" if "seed" in median else "-"
+            vs_plain = f"{median[kind] / median['plain']:.2f}×" if "plain" in median else "-"
+            row = f"| {preset} | {kind} | {median[kind]:,.0f} | {vs_seed} | {vs_plain} | {max(r['peak_rss_mb'] for r in records):,.0f} |"
+            if args.device.startswith("cuda"):
+                row += f" {max(r.get('peak_gpu_mb', 0) for r in records):,.0f} |"
+            print(row)
+
+
+if __name__ == "__main__":
+    main()

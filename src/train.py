@@ -17,7 +17,9 @@ from collections.abc import Sequence
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -66,9 +68,21 @@ def user_error(err: BaseException) -> BaseException | None:
     return err if isinstance(err, USER_ERRORS) else None
 
 
+def check_launch(cfg: DictConfig, multirun: bool) -> None:
+    """A DDP strategy that relaunches the script would relaunch the whole sweep in every rank."""
+    strategy = str(cfg.trainer.get("strategy", "auto"))
+    several = cfg.trainer.get("devices", 1) not in (1, "1") or int(cfg.trainer.get("num_nodes", 1)) > 1
+    if multirun and several and strategy.startswith("ddp") and not strategy.startswith("ddp_spawn"):
+        raise ConfigError(
+            f"trainer.strategy={strategy} relaunches this script once per device, which would rerun the whole --multirun sweep in every rank: "
+            "sweep with trainer.strategy=ddp_spawn_find_unused_parameters_true, or launch each run on its own (torchrun / srun)"
+        )
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     try:
+        check_launch(cfg, multirun=HydraConfig.get().mode == RunMode.MULTIRUN)
         metrics = train(cfg)
     except Exception as err:
         if (shown := user_error(err)) is None:

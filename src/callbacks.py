@@ -32,8 +32,8 @@ def label_rows(grid: torch.Tensor, names: list[str], row_height: int, padding: i
 class SampleGrid(L.Callback):
     """Once per training epoch, on rank zero: G's images from the module's fixed noise.
 
-    Adds the grid to every TensorBoard logger (tag ``samples``, x-axis = ``trainer.global_step``,
-    i.e. optimizer steps, two per batch) and writes ``epoch_NNN.png``; at the end of training it
+    Adds the grid to every TensorBoard logger (tag ``samples``, on the scalars' x-axis: batches
+    trained) and writes ``epoch_NNN.png``; at the end of training it
     writes ``final.png``. For a conditional model each row is one class, labelled by name.
     """
 
@@ -63,9 +63,12 @@ class SampleGrid(L.Callback):
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
         grid = self.render(trainer, pl_module)
+        # Lightning logs scalars against the number of batches trained, not trainer.global_step
+        # (two optimizer steps per batch here): put the images on the same axis.
+        step = trainer.fit_loop.epoch_loop._batches_that_stepped
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image("samples", grid, global_step=trainer.global_step)
+                logger.experiment.add_image("samples", grid, global_step=step)
         self._write(grid, f"epoch_{trainer.current_epoch:03d}.png")
 
     @rank_zero_only

@@ -49,7 +49,9 @@ def test_run_leaves_config_checkpoint_samples_and_events(cfg_factory, tmp_path, 
     scalars = set(events.Tags()["scalars"])
     assert {"train/d_loss", "train/g_loss", "train/d_real", "train/d_fake", "val/d_real", "val/d_fake"} <= scalars
     grids = events.Images("samples")
-    assert len(grids) == 2  # one per epoch
+    # One grid per epoch, on the scalars' x-axis (batches: 240 images / 32 = 8 per epoch).
+    assert [grid.step for grid in grids] == [8, 16]
+    assert events.Scalars("train/d_loss")[-1].step == 15
     # 10 rows x 10 columns of 28 px images with 2 px padding; the conditional grid adds a label margin.
     assert grids[-1].height == 302
     assert (grids[-1].width > 302) == (model == "cgan")

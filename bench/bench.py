@@ -258,7 +258,6 @@ def run_lightning(preset: str, args) -> float:
             f"+trainer.limit_train_batches={args.warmup + args.batches}",
             "+trainer.limit_val_batches=0",
             "+trainer.num_sanity_val_steps=0",
-            "+trainer.enable_progress_bar=true",
             "+trainer.enable_model_summary=false",
             *args.override,
         ],

@@ -53,7 +53,6 @@ def make_cfg(overrides: list[str], output_dir: Path, data_root: Path) -> DictCon
                 "data.batch_size=32",
                 "data.val_batch_size=30",
                 "trainer.log_every_n_steps=1",
-                "+trainer.enable_progress_bar=false",
                 "+trainer.enable_model_summary=false",
                 *overrides,
             ],

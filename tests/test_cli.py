@@ -15,7 +15,6 @@ TINY_RUN = [
     "trainer=cpu",
     "trainer.max_epochs=1",
     "trainer.log_every_n_steps=1",
-    "+trainer.enable_progress_bar=false",
     "data.batch_size=60",
     "data.val_batch_size=30",
     "data.sources=[local]",

@@ -8,7 +8,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train test test-fast tb sweep clean
+.PHONY: help install data train test test-fast bench tb sweep clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -31,6 +31,9 @@ test: install ## Run the whole test suite (the slow end-to-end tests included)
 
 test-fast: install ## Run the tests not marked slow
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: data ## Images/s side by side: seed loops vs a plain PyTorch loop vs the project (see BENCHMARKS.md)
+	$(PY) bench/bench.py --data-dir $(DATA_DIR) $(ARGS)
 
 sweep: data ## Sweep the learning rate of both optimizers over 1e-4, 2e-4, 5e-4 (Hydra multirun)
 	$(PY) -m src.train --multirun paths.data_dir=$(DATA_DIR) model.lr=1e-4,2e-4,5e-4 $(ARGS)

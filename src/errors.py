@@ -3,3 +3,7 @@
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the key and what it accepts."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training diverged: a loss became NaN or infinite. The message names the loss and the batch."""

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.data.idx import IdxFormatError
 from src.data.provision import DataUnavailableError
-from src.errors import ConfigError
+from src.errors import ConfigError, NonFiniteLossError
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +81,15 @@ def check_launch(cfg: DictConfig, multirun: bool) -> None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        check_launch(cfg, multirun=HydraConfig.get().mode == RunMode.MULTIRUN)
+        check_launch(cfg, multirun=multirun)
         metrics = train(cfg)
+    except NonFiniteLossError as err:
+        print(f"error: {err}", file=sys.stderr)
+        if multirun:  # the sweep goes on: this job reports the worst value
+            return math.nan
+        raise SystemExit(1) from None
     except Exception as err:
         if (shown := user_error(err)) is None:
             raise

@@ -1,0 +1,51 @@
+"""Reliability: exact resume, and a diverging run that stops with a clear message."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from src.errors import NonFiniteLossError
+from src.train import train
+
+EPOCH = ["+trainer.limit_train_batches=4", "+trainer.limit_val_batches=1"]
+
+
+def _weights(run_dir):
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+
+
+def _scalars(run_dir, tag):
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return {event.step: event.value for event in events.Scalars(tag)}
+
+
+@pytest.mark.parametrize("model", ["gan", "cgan"])
+def test_resume_gives_the_same_weights_and_metrics_as_one_go(cfg_factory, tmp_path, model):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(cfg_factory(f"model={model}", "trainer.max_epochs=3", *EPOCH, output_dir=straight))
+    train(cfg_factory(f"model={model}", "trainer.max_epochs=2", *EPOCH, output_dir=resumed))
+    # Continue in the same run folder, as the README shows: ckpt_path=last finds checkpoints/last.ckpt.
+    train(cfg_factory(f"model={model}", "trainer.max_epochs=3", *EPOCH, "ckpt_path=last", output_dir=resumed))
+    expected, actual = _weights(straight), _weights(resumed)
+    assert actual["epoch"] == expected["epoch"]
+    assert actual["global_step"] == expected["global_step"] == 3 * 4 * 2  # epochs x batches x two optimizer steps
+    for name, value in expected["state_dict"].items():
+        assert torch.equal(value, actual["state_dict"][name]), name
+    for (exp_opt, act_opt) in zip(expected["optimizer_states"], actual["optimizer_states"], strict=True):
+        for key, state in exp_opt["state"].items():
+            assert torch.equal(state["exp_avg"], act_opt["state"][key]["exp_avg"])
+    # The third epoch logged the same values in both runs.
+    for tag in ("train/d_loss", "train/g_loss", "val/d_real"):
+        straight_values, resumed_values = _scalars(straight, tag), _scalars(resumed, tag)
+        last_epoch = {step: value for step, value in straight_values.items() if step >= 8}
+        assert last_epoch and all(resumed_values[step] == value for step, value in last_epoch.items()), tag
+
+
+def test_nonfinite_loss_stops_with_the_batch_and_loss_named(cfg_factory):
+    # A learning rate this large sends the weights to inf within a few steps.
+    cfg = cfg_factory("model.lr=1e30", "trainer.max_epochs=2")
+    with pytest.raises(NonFiniteLossError, match=r"train/(d|g)_loss became (nan|inf|-inf) at batch \d+ \(epoch \d\)"):
+        train(cfg)

@@ -68,22 +68,33 @@ def user_error(err: BaseException) -> BaseException | None:
     return err if isinstance(err, USER_ERRORS) else None
 
 
-def check_launch(cfg: DictConfig, multirun: bool) -> None:
-    """A DDP strategy that relaunches the script would relaunch the whole sweep in every rank."""
+def check_launch(cfg: DictConfig, multirun: bool, launcher: str = "") -> None:
+    """A DDP strategy that relaunches the script would relaunch the whole sweep in every rank.
+
+    ``launcher`` is the Hydra launcher's ``_target_``: under the submitit SLURM launcher SLURM
+    starts one process per device, so Lightning relaunches nothing and DDP is fine.
+    """
     strategy = str(cfg.trainer.get("strategy", "auto"))
-    several = cfg.trainer.get("devices", 1) not in (1, "1") or int(cfg.trainer.get("num_nodes", 1)) > 1
+    devices = cfg.trainer.get("devices", 1)
+    several = devices not in (1, "1") or int(cfg.trainer.get("num_nodes", 1)) > 1
+    if "SlurmLauncher" in launcher:
+        if not isinstance(devices, int):
+            raise ConfigError(f"hydra/launcher=slurm starts one task per device and needs trainer.devices as a number of GPUs per node, got {devices!r}")
+        return
     if multirun and several and strategy.startswith("ddp") and not strategy.startswith("ddp_spawn"):
         raise ConfigError(
             f"trainer.strategy={strategy} relaunches this script once per device, which would rerun the whole --multirun sweep in every rank: "
-            "sweep with trainer.strategy=ddp_spawn_find_unused_parameters_true, or launch each run on its own (torchrun / srun)"
+            "sweep with trainer.strategy=ddp_spawn_find_unused_parameters_true, on SLURM with hydra/launcher=slurm, "
+            "or launch each run on its own (torchrun / srun)"
         )
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        check_launch(cfg, multirun=multirun)
+        check_launch(cfg, multirun=multirun, launcher=str(hydra_cfg.launcher.get("_target_", "")))
         metrics = train(cfg)
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)

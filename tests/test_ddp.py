@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
 
 from src.train import check_launch, train
 from src.errors import ConfigError
+from tests.conftest import CONF_DIR
+
+REPO = Path(__file__).resolve().parents[1]
 
 BATCHES = 3
 
@@ -68,3 +75,33 @@ def test_multirun_with_a_relaunching_ddp_strategy_is_refused(cfg_factory):
         check_launch(cfg, multirun=True)
     check_launch(cfg, multirun=False)
     check_launch(cfg_factory("trainer=ddp_cpu"), multirun=True)
+
+
+def test_slurm_launcher_runs_one_task_per_device_and_allows_ddp_in_a_sweep():
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
+    check_launch(cfg, multirun=True, launcher=launcher._target_)
+    with open_dict(cfg):
+        cfg.trainer.devices = "auto"
+    with pytest.raises(ConfigError, match="needs trainer.devices as a number"):
+        check_launch(cfg, multirun=True, launcher=launcher._target_)
+
+
+@pytest.mark.slow
+def test_torchrun_launch_trains_two_processes_and_writes_once(tmp_path, data_root):
+    """The cluster path (torchrun / srun start the processes; Lightning relaunches nothing)."""
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "src.train",
+         "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1", "trainer.log_every_n_steps=1",
+         f"paths.data_dir={data_root}", "data.sources=[local]", "data.batch_size=30", "model=cgan", f"hydra.run.dir={run_dir}"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Starting with 2 processes" in result.stdout + result.stderr
+    assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["last.ckpt"]
+    # Each rank trained on its half of the 240 images: 4 batches of 30, two optimizer steps each.
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 8

@@ -7,3 +7,7 @@ class ConfigError(ValueError):
 
 class NonFiniteLossError(RuntimeError):
     """Training diverged: a loss became NaN or infinite. The message names the loss and the batch."""
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint is missing, unreadable, from another model, or names code outside the project."""

@@ -23,6 +23,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from src.checkpoint import AtomicCheckpointIO, StoreModelConfig
 from src.data.idx import IdxFormatError
 from src.data.provision import DataUnavailableError
 from src.errors import ConfigError, NonFiniteLossError
@@ -51,7 +52,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     if model.num_classes not in (None, datamodule.num_classes):
         raise ConfigError(f"the model is conditional on {model.num_classes} classes but {datamodule.name} has {datamodule.num_classes}")
     loggers = _instantiate_dict(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[*_instantiate_dict(cfg.get("callbacks")), *extra_callbacks], logger=loggers or False)
+    callbacks = [*_instantiate_dict(cfg.get("callbacks")), StoreModelConfig(cfg.model), *extra_callbacks]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))

@@ -1,0 +1,196 @@
+"""Checkpoint files: written atomically, read without running code from them.
+
+    from src.checkpoint import load_model
+    model = load_model("outputs/runs/<run>/checkpoints/last.ckpt")   # a GAN in eval mode, on the CPU
+    images = model.sample()                                          # in [-1, 1], from the fixed noise
+
+A checkpoint is read with ``torch.load(weights_only=True)``: tensors and plain containers, no
+pickled objects. The model is rebuilt through Hydra from the composed model config that
+:class:`StoreModelConfig` writes beside the weights (``checkpoint["model_config"]``), after every
+``_target_`` in it has been checked against :data:`ALLOWED_TARGET_PREFIXES`.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import secrets
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from lightning.fabric.plugins import TorchCheckpointIO
+from omegaconf import DictConfig, OmegaConf
+
+from src.errors import CheckpointError
+from src.gan_module import GAN
+
+MODEL_CONFIG_KEY = "model_config"
+# Hydra imports and calls whatever a `_target_` names, and a checkpoint is a file someone may
+# hand you. So a stored config may only name the project's own code (`src.`, which you run
+# anyway when you train) and torch's optimizers (the model's partial `optimizer`); anything
+# else (`os.system`, `subprocess.run`, `builtins.eval`, ...) is refused before Hydra sees it.
+ALLOWED_TARGET_PREFIXES = ("src.", "torch.optim.")
+# The parts of the model config that decide its architecture: a checkpoint whose values differ
+# here is from another model, even where the weights' shapes agree (e.g. another activation).
+ARCHITECTURE_KEYS = ("_target_", "generator", "discriminator")
+
+
+class StoreModelConfig(L.Callback):
+    """Writes the composed model config (resolved to plain containers) into every checkpoint."""
+
+    def __init__(self, model_config: DictConfig | Mapping[str, Any]) -> None:
+        self.model_config = _plain(model_config)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint[MODEL_CONFIG_KEY] = self.model_config
+
+
+def _plain(config: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """A config as plain containers, interpolations resolved against its own root (``${seed}``)."""
+    if isinstance(config, DictConfig):
+        return OmegaConf.to_container(config, resolve=True)
+    return OmegaConf.to_container(OmegaConf.create(dict(config)), resolve=True)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint to a temporary file beside it, fsyncs it, then renames it into place.
+
+    Lightning's own writer goes through an fsspec transaction whose temporary file lies in the
+    system temp folder: on another filesystem the final move is a copy that a kill can cut short,
+    nothing is fsynced, and a killed write leaves its temporary file behind. Here a kill at any
+    moment leaves either the previous checkpoint or the new one, plus at worst a ``.tmp`` file
+    in the checkpoint folder.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_path = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        # O_EXCL: never write through someone else's file; 0o666 less the umask, as open() would.
+        fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp_path, path)
+        except BaseException:
+            tmp_path.unlink(missing_ok=True)
+            raise
+        _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where folders can't be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint's contents, read with ``weights_only=True``; a one-line CheckpointError otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path} holds Python objects beyond tensors and plain containers: refused, loading it could run code") from None
+    except (RuntimeError, EOFError, KeyError, ValueError, zipfile.BadZipFile, pickle.PickleError) as err:
+        reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path} is truncated or corrupt ({reason})") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise CheckpointError(f"{path} is not a Lightning checkpoint (no state_dict)")
+    return checkpoint
+
+
+def check_targets(config: Any, where: str = "model") -> None:
+    """Refuse a config that names code outside the allowlist, or that would resolve interpolations."""
+    if isinstance(config, Mapping):
+        for key, value in config.items():
+            if key == "_target_" and not (isinstance(value, str) and value.startswith(ALLOWED_TARGET_PREFIXES)):
+                raise CheckpointError(f"{where}._target_={value!r} is refused: a checkpoint may only name {' or '.join(p + '*' for p in ALLOWED_TARGET_PREFIXES)}")
+            check_targets(value, f"{where}.{key}")
+    elif isinstance(config, (list, tuple)):
+        for index, value in enumerate(config):
+            check_targets(value, f"{where}[{index}]")
+    elif isinstance(config, str) and "${" in config:
+        # A stored config is resolved before saving; an interpolation could read environment variables.
+        raise CheckpointError(f"{where}={config!r} is refused: a stored config holds no interpolations")
+
+
+def check_same_model(checkpoint: dict[str, Any], path: str | os.PathLike, model: torch.nn.Module, model_config: Any = None) -> None:
+    """Refuse a checkpoint written by another model: its architecture config or its weights' names and shapes differ."""
+    stored = checkpoint.get(MODEL_CONFIG_KEY)
+    if isinstance(stored, Mapping) and model_config is not None:
+        current = _plain(model_config)
+        for key in ARCHITECTURE_KEYS:
+            difference = _first_difference(stored.get(key), current.get(key), f"model.{key}")
+            if difference:
+                raise CheckpointError(f"{path} is from another model: {difference}; use the model overrides of the run that wrote it")
+    expected = model.state_dict()
+    actual = checkpoint["state_dict"]
+    missing, unexpected = sorted(expected.keys() - actual.keys()), sorted(actual.keys() - expected.keys())
+    if missing or unexpected:
+        detail = f"it lacks {missing[0]}" if missing else f"it has {unexpected[0]}, which this model lacks"
+        raise CheckpointError(f"{path} is from another model: {detail}; use the model overrides of the run that wrote it")
+    for name, tensor in expected.items():
+        if tuple(actual[name].shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{path} is from another model: {name} has shape {list(actual[name].shape)} there, {list(tensor.shape)} here; "
+                "use the model overrides of the run that wrote it"
+            )
+
+
+def _first_difference(stored: Any, current: Any, where: str) -> str | None:
+    if isinstance(stored, Mapping) and isinstance(current, Mapping):
+        for key in sorted(stored.keys() | current.keys()):
+            difference = _first_difference(stored.get(key), current.get(key), f"{where}.{key}")
+            if difference:
+                return difference
+        return None
+    if stored != current:
+        return f"{where} is {stored!r} there, {current!r} here"
+    return None
+
+
+def load_model(ckpt_path: str | os.PathLike, map_location: str | torch.device = "cpu") -> GAN:
+    """The GAN stored in a lightning-gan checkpoint, in eval mode on ``map_location``.
+
+    Raises CheckpointError (one line) for a missing, truncated or corrupt file, a checkpoint that
+    is not a lightning-gan one, or a stored config naming code outside the allowlist.
+    """
+    checkpoint = read_checkpoint(ckpt_path, map_location=map_location)
+    model_config = checkpoint.get(MODEL_CONFIG_KEY)
+    if not isinstance(model_config, dict) or "_target_" not in model_config:
+        raise CheckpointError(f"{ckpt_path} is not a lightning-gan checkpoint (it stores no model_config)")
+    check_targets(model_config)
+    # Building the model draws its fixed noise: keep the caller's random stream as it was.
+    with torch.random.fork_rng(devices=[]):
+        try:
+            model = instantiate(model_config)
+        except (InstantiationException, ValueError, TypeError) as err:
+            cause = err
+            while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
+                cause = cause.__cause__
+            raise CheckpointError(f"{ckpt_path}: its model config does not build a model ({str(cause).strip().splitlines()[0]})") from None
+    if not isinstance(model, GAN):
+        raise CheckpointError(f"{ckpt_path} is not a lightning-gan checkpoint (its model is a {type(model).__name__}, not a GAN)")
+    check_same_model(checkpoint, ckpt_path, model)
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.to(map_location).eval()

@@ -25,6 +25,9 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from src.errors import CheckpointError
@@ -56,6 +59,43 @@ def _plain(config: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(config, DictConfig):
         return OmegaConf.to_container(config, resolve=True)
     return OmegaConf.to_container(OmegaConf.create(dict(config)), resolve=True)
+
+
+class CheckpointOnInterrupt(L.Callback):
+    """On Ctrl-C or SIGTERM during fit, writes the last checkpoint (``last.ckpt``) before the run exits.
+
+    Lightning already turns both into a clean stop at the end of the current batch (SIGTERM: its
+    signal connector raises ``SIGTERMException``; Ctrl-C: ``KeyboardInterrupt``, then ``sys.exit(1)``)
+    and calls ``on_exception``; what it does not do by default is save. ``ModelCheckpoint``'s own
+    ``save_on_exception`` would also save on any error, e.g. a diverged run's NaN weights over the
+    last good ``last.ckpt``: this saves on an interruption only. The checkpoint is mid-epoch, so
+    resuming from it continues the run but is not bit-exact (end-of-epoch checkpoints are).
+    """
+
+    def __init__(self) -> None:
+        self.signal: str | None = None  # "SIGINT" or "SIGTERM" once interrupted
+        self.saved_path: str | None = None
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            self.signal = "SIGINT"
+        elif isinstance(exception, SIGTERMException):
+            self.signal = "SIGTERM"
+        else:
+            return
+        callback = trainer.checkpoint_callback
+        if not isinstance(callback, ModelCheckpoint) or not callback.save_last:
+            return
+        if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking or trainer.fast_dev_run:
+            return
+        # Ctrl-C reaches every DDP rank at a different point, and saving meets at a barrier: only
+        # SIGTERM, which Lightning broadcasts so that all ranks stop after the same batch, is safe there.
+        if trainer.world_size > 1 and self.signal == "SIGINT":
+            return
+        if callback._last_global_step_saved != trainer.global_step:
+            # ModelCheckpoint's own routine: the version counter, last_model_path in the saved state.
+            callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
+        self.saved_path = callback.last_model_path or None
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -84,7 +84,7 @@ class CheckpointOnInterrupt(L.Callback):
         else:
             return
         callback = trainer.checkpoint_callback
-        if not isinstance(callback, ModelCheckpoint) or not callback.save_last:
+        if not isinstance(callback, ModelCheckpoint):
             return
         if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking or trainer.fast_dev_run:
             return
@@ -92,10 +92,16 @@ class CheckpointOnInterrupt(L.Callback):
         # SIGTERM, which Lightning broadcasts so that all ranks stop after the same batch, is safe there.
         if trainer.world_size > 1 and self.signal == "SIGINT":
             return
-        if callback._last_global_step_saved != trainer.global_step:
-            # ModelCheckpoint's own routine: the version counter, last_model_path in the saved state.
-            callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
-        self.saved_path = callback.last_model_path or None
+        # ModelCheckpoint's own routines: its file names, version counter and saved state.
+        already_saved = callback._last_global_step_saved == trainer.global_step
+        if callback.save_last:
+            if not already_saved:
+                callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
+            self.saved_path = callback.last_model_path or None
+        elif callback.monitor is None and callback.save_top_k == 1:  # "keep the newest": the same role
+            if not already_saved:
+                callback._save_none_monitor_checkpoint(trainer, callback._monitor_candidates(trainer))
+            self.saved_path = callback.best_model_path or None
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -149,8 +155,10 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"checkpoint {path} not found")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(f"{path} holds Python objects beyond tensors and plain containers: refused, loading it could run code") from None
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" in str(err):  # a pickled class or function: the unpickler would have to run code
+            raise CheckpointError(f"{path} holds Python objects beyond tensors and plain containers: refused, loading it could run code") from None
+        raise CheckpointError(f"{path} is truncated or corrupt (not a pickle that torch.load can read)") from None
     except (RuntimeError, EOFError, KeyError, ValueError, zipfile.BadZipFile, pickle.PickleError) as err:
         reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path} is truncated or corrupt ({reason})") from None
@@ -179,10 +187,10 @@ def check_same_model(checkpoint: dict[str, Any], path: str | os.PathLike, model:
     stored = checkpoint.get(MODEL_CONFIG_KEY)
     if isinstance(stored, Mapping) and model_config is not None:
         current = _plain(model_config)
-        for key in ARCHITECTURE_KEYS:
-            difference = _first_difference(stored.get(key), current.get(key), f"model.{key}")
-            if difference:
-                raise CheckpointError(f"{path} is from another model: {difference}; use the model overrides of the run that wrote it")
+        differences = [d for key in ARCHITECTURE_KEYS for d in _differences(stored.get(key), current.get(key), f"model.{key}")]
+        if differences:
+            more = f" (and {len(differences) - 1} more)" if len(differences) > 1 else ""
+            raise CheckpointError(f"{path} is from another model: {differences[0]}{more}; use the model overrides of the run that wrote it")
     expected = model.state_dict()
     actual = checkpoint["state_dict"]
     missing, unexpected = sorted(expected.keys() - actual.keys()), sorted(actual.keys() - expected.keys())
@@ -197,16 +205,11 @@ def check_same_model(checkpoint: dict[str, Any], path: str | os.PathLike, model:
             )
 
 
-def _first_difference(stored: Any, current: Any, where: str) -> str | None:
+def _differences(stored: Any, current: Any, where: str) -> list[str]:
     if isinstance(stored, Mapping) and isinstance(current, Mapping):
-        for key in sorted(stored.keys() | current.keys()):
-            difference = _first_difference(stored.get(key), current.get(key), f"{where}.{key}")
-            if difference:
-                return difference
-        return None
-    if stored != current:
-        return f"{where} is {stored!r} there, {current!r} here"
-    return None
+        keys = sorted(stored.keys() | current.keys())
+        return [d for key in keys for d in _differences(stored.get(key), current.get(key), f"{where}.{key}")]
+    return [] if stored == current else [f"{where} is {stored!r} there, {current!r} here"]
 
 
 def load_model(ckpt_path: str | os.PathLike, map_location: str | torch.device = "cpu") -> GAN:

@@ -217,8 +217,8 @@ def test_an_interruption_saves_last_ckpt_and_the_run_resumes_from_it(cfg_factory
     assert interrupted["global_step"] == (4 + 2) * 2  # six batches trained, two optimizer steps each
     assert isinstance(load_model(last), GAN)
     train(cfg_factory("trainer.max_epochs=2", *EPOCH, "ckpt_path=last"))
-    resumed = torch.load(last, weights_only=True)
-    assert resumed["global_step"] > interrupted["global_step"] and resumed["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"] == 2
+    # The resumed run trains the two batches left of epoch 1, not the whole epoch again.
+    assert torch.load(last, weights_only=True)["global_step"] == 2 * 4 * 2
 
 
 # --- Bad input: one line, nothing written --------------------------------------------------

@@ -23,6 +23,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.errors import InstantiationException
+from hydra._internal.utils import _locate
 from hydra.utils import instantiate
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -38,7 +39,10 @@ MODEL_CONFIG_KEY = "model_config"
 # hand you. So a stored config may only name the project's own code (`src.`, which you run
 # anyway when you train) and torch's optimizers (the model's partial `optimizer`); anything
 # else (`os.system`, `subprocess.run`, `builtins.eval`, ...) is refused before Hydra sees it.
+# Within those, only classes that build a model or an optimizer: not, say, the project's
+# data provisioning function, which would download and write files.
 ALLOWED_TARGET_PREFIXES = ("src.", "torch.optim.")
+ALLOWED_TARGET_KINDS = (torch.nn.Module, torch.optim.Optimizer)
 # The parts of the model config that decide its architecture: a checkpoint whose values differ
 # here is from another model, even where the weights' shapes agree (e.g. another activation).
 ARCHITECTURE_KEYS = ("_target_", "generator", "discriminator")
@@ -171,8 +175,8 @@ def check_targets(config: Any, where: str = "model") -> None:
     """Refuse a config that names code outside the allowlist, or that would resolve interpolations."""
     if isinstance(config, Mapping):
         for key, value in config.items():
-            if key == "_target_" and not (isinstance(value, str) and value.startswith(ALLOWED_TARGET_PREFIXES)):
-                raise CheckpointError(f"{where}._target_={value!r} is refused: a checkpoint may only name {' or '.join(p + '*' for p in ALLOWED_TARGET_PREFIXES)}")
+            if key == "_target_":
+                _check_target(value, f"{where}._target_")
             check_targets(value, f"{where}.{key}")
     elif isinstance(config, (list, tuple)):
         for index, value in enumerate(config):
@@ -180,6 +184,19 @@ def check_targets(config: Any, where: str = "model") -> None:
     elif isinstance(config, str) and "${" in config:
         # A stored config is resolved before saving; an interpolation could read environment variables.
         raise CheckpointError(f"{where}={config!r} is refused: a stored config holds no interpolations")
+
+
+def _check_target(target: Any, where: str) -> None:
+    if not (isinstance(target, str) and target.startswith(ALLOWED_TARGET_PREFIXES)):
+        raise CheckpointError(f"{where}={target!r} is refused: a checkpoint may only name {' or '.join(p + '*' for p in ALLOWED_TARGET_PREFIXES)}")
+    try:
+        # What Hydra's instantiate itself resolves a `_target_` with (its public get_class logs
+        # every failure): imports the allowed module, calls nothing.
+        obj = _locate(target)
+    except ImportError as err:
+        raise CheckpointError(f"{where}={target!r} names nothing importable ({str(err).strip().splitlines()[0]})") from None
+    if not (isinstance(obj, type) and issubclass(obj, ALLOWED_TARGET_KINDS)):
+        raise CheckpointError(f"{where}={target!r} is refused: a checkpoint may only name a model or an optimizer class")
 
 
 def check_same_model(checkpoint: dict[str, Any], path: str | os.PathLike, model: torch.nn.Module, model_config: Any = None) -> None:

@@ -97,6 +97,7 @@ class _Pickled:
         ("object", r"holds Python objects .*refused, loading it could run code"),
         ("no_config", r"not a lightning-gan checkpoint \(it stores no model_config\)"),
         ("foreign_root", r"model\._target_='builtins\.eval' is refused"),
+        ("project_function", r"model\.generator\._target_='src\.data\.provision\.provision' is refused: .* only name a model or an optimizer class"),
         ("interpolation", r"model\.generator\.activation='\$\{oc\.env:HOME\}' is refused"),
         ("other_model", r"is from another model: it (lacks|has) "),
     ],
@@ -116,6 +117,8 @@ def test_load_model_refuses_a_bad_checkpoint_in_one_line(tmp_path, gan_ckpt, cas
         changes = {
             "no_config": lambda c: c.pop(MODEL_CONFIG_KEY),
             "foreign_root": lambda c: c[MODEL_CONFIG_KEY].update(_target_="builtins.eval"),
+            # The project's own code, but a function that downloads and writes files.
+            "project_function": lambda c: c[MODEL_CONFIG_KEY]["generator"].update(_target_="src.data.provision.provision"),
             "interpolation": lambda c: c[MODEL_CONFIG_KEY]["generator"].update(activation="${oc.env:HOME}"),
             # A conditional model's config beside the unconditional GAN's weights.
             "other_model": lambda c: [c[MODEL_CONFIG_KEY][net].update(num_classes=10, embed_dim=10) for net in ("generator", "discriminator")],

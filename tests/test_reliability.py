@@ -355,7 +355,7 @@ def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> No
 @pytest.mark.slow
 # The signal lands at a random batch: resuming mid-epoch is expected here, and Lightning says so.
 @pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before the epoch ended")
-@pytest.mark.parametrize(("sig", "exit_code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize(("sig", "exit_code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
 def test_a_signalled_run_exits_with_one_line_and_a_resumable_checkpoint(tmp_path, data_root, sig, exit_code):
     run_dir = tmp_path / "run"
     last = run_dir / "checkpoints" / "last.ckpt"

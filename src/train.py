@@ -14,6 +14,7 @@ import math
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import hydra
 import lightning as L
@@ -21,11 +22,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from src.checkpoint import AtomicCheckpointIO, CheckpointOnInterrupt, StoreModelConfig, check_same_model, read_checkpoint
 from src.data.idx import IdxFormatError
 from src.data.provision import DataUnavailableError
-from src.errors import ConfigError, NonFiniteLossError
+from src.checks import check_numbers, check_output_dir
+from src.errors import ConfigError, NonFiniteLossError, TrainingInterrupted
 
 log = logging.getLogger(__name__)
 
@@ -40,21 +45,60 @@ def _instantiate_dict(section: DictConfig | None) -> list:
     return [instantiate(entry) for entry in section.values() if entry and "_target_" in entry]
 
 
+def resume_checkpoint(ckpt_path: str | None, trainer: L.Trainer, model: L.LightningModule, model_config: DictConfig) -> str | None:
+    """The checkpoint to resume from, checked: readable with ``weights_only=True`` and from this model.
+
+    ``last`` means the newest ``last*.ckpt`` of the run's ModelCheckpoint, as in Lightning; with
+    none there, training starts from scratch (Lightning warns).
+    """
+    if ckpt_path is None:
+        return None
+    path = Path(ckpt_path)
+    if ckpt_path == "last":
+        callback = trainer.checkpoint_callback
+        folder = Path(callback.dirpath) if isinstance(callback, ModelCheckpoint) and callback.dirpath else None
+        candidates = sorted(folder.glob("last*.ckpt"), key=lambda p: p.stat().st_mtime) if folder and folder.is_dir() else []
+        if not candidates:
+            return "last"
+        path = candidates[-1]
+    check_same_model(read_checkpoint(path), path, model, model_config)
+    return str(path)
+
+
 def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[str, float]:
     """Fit the configured model on the configured data; return the final logged metrics.
 
     ``extra_callbacks`` join the configured ones (for programmatic use: benchmarks, tests).
+    Every input check (config values, output folder, data files, checkpoint) runs before the
+    first file of the run is written.
     """
+    check_numbers(cfg)
+    check_output_dir(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
     if model.num_classes not in (None, datamodule.num_classes):
         raise ConfigError(f"the model is conditional on {model.num_classes} classes but {datamodule.name} has {datamodule.num_classes}")
+    if rank_zero_only.rank == 0:
+        # Lightning would first create the loggers' files, then read the data: check the data first.
+        # Other ranks read it inside fit, after rank zero has provisioned it.
+        datamodule.prepare_data()
+        datamodule.setup("fit")
     loggers = _instantiate_dict(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[*_instantiate_dict(cfg.get("callbacks")), *extra_callbacks], logger=loggers or False)
+    interruption = CheckpointOnInterrupt()
+    callbacks = [*_instantiate_dict(cfg.get("callbacks")), StoreModelConfig(cfg.model), interruption, *extra_callbacks]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
+    ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), trainer, model, cfg.model)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except (KeyboardInterrupt, SystemExit):  # Lightning ends a Ctrl-C with sys.exit(1), a SIGTERM with SIGTERMException
+        if interruption.signal is None:
+            raise
+        where = f"in epoch {trainer.current_epoch} after {trainer.fit_loop.epoch_loop.batch_progress.current.processed} batches"
+        saved = f"; resume with ckpt_path={interruption.saved_path}" if interruption.saved_path else "; no checkpoint was written"
+        raise TrainingInterrupted(f"training interrupted by {interruption.signal} {where}{saved}", interruption.signal) from None
     return {name: float(value) for name, value in trainer.callback_metrics.items()}
 
 
@@ -96,6 +140,9 @@ def main(cfg: DictConfig) -> float | None:
     try:
         check_launch(cfg, multirun=multirun, launcher=str(hydra_cfg.launcher.get("_target_", "")))
         metrics = train(cfg)
+    except TrainingInterrupted as err:  # the whole sweep stops too: that is what the signal asked for
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(err.exit_code) from None
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
         if multirun:  # the sweep goes on: this job reports the worst value

@@ -1,0 +1,256 @@
+"""Checkpoint files: written atomically, read without running code from them.
+
+    from src.checkpoint import load_model
+    model = load_model("outputs/runs/<run>/checkpoints/last.ckpt")   # a GAN in eval mode, on the CPU
+    images = model.sample()                                          # in [-1, 1], from the fixed noise
+
+A checkpoint is read with ``torch.load(weights_only=True)``: tensors and plain containers, no
+pickled objects. The model is rebuilt through Hydra from the composed model config that
+:class:`StoreModelConfig` writes beside the weights (``checkpoint["model_config"]``), after every
+``_target_`` in it has been checked against :data:`ALLOWED_TARGET_PREFIXES`.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import secrets
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.errors import InstantiationException
+from hydra._internal.utils import _locate
+from hydra.utils import instantiate
+from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig, OmegaConf
+
+from src.errors import CheckpointError
+from src.gan_module import GAN
+
+MODEL_CONFIG_KEY = "model_config"
+# Hydra imports and calls whatever a `_target_` names, and a checkpoint is a file someone may
+# hand you. So a stored config may only name the project's own code (`src.`, which you run
+# anyway when you train) and torch's optimizers (the model's partial `optimizer`); anything
+# else (`os.system`, `subprocess.run`, `builtins.eval`, ...) is refused before Hydra sees it.
+# Within those, only classes that build a model or an optimizer: not, say, the project's
+# data provisioning function, which would download and write files.
+ALLOWED_TARGET_PREFIXES = ("src.", "torch.optim.")
+ALLOWED_TARGET_KINDS = (torch.nn.Module, torch.optim.Optimizer)
+# The parts of the model config that decide its architecture: a checkpoint whose values differ
+# here is from another model, even where the weights' shapes agree (e.g. another activation).
+ARCHITECTURE_KEYS = ("_target_", "generator", "discriminator")
+
+
+class StoreModelConfig(L.Callback):
+    """Writes the composed model config (resolved to plain containers) into every checkpoint."""
+
+    def __init__(self, model_config: DictConfig | Mapping[str, Any]) -> None:
+        self.model_config = _plain(model_config)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint[MODEL_CONFIG_KEY] = self.model_config
+
+
+def _plain(config: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """A config as plain containers, interpolations resolved against its own root (``${seed}``)."""
+    if isinstance(config, DictConfig):
+        return OmegaConf.to_container(config, resolve=True)
+    return OmegaConf.to_container(OmegaConf.create(dict(config)), resolve=True)
+
+
+class CheckpointOnInterrupt(L.Callback):
+    """On Ctrl-C or SIGTERM during fit, writes the last checkpoint (``last.ckpt``) before the run exits.
+
+    Lightning already turns both into a clean stop at the end of the current batch (SIGTERM: its
+    signal connector raises ``SIGTERMException``; Ctrl-C: ``KeyboardInterrupt``, then ``sys.exit(1)``)
+    and calls ``on_exception``; what it does not do by default is save. ``ModelCheckpoint``'s own
+    ``save_on_exception`` would also save on any error, e.g. a diverged run's NaN weights over the
+    last good ``last.ckpt``: this saves on an interruption only. The checkpoint is mid-epoch, so
+    resuming from it continues the run but is not bit-exact (end-of-epoch checkpoints are).
+    """
+
+    def __init__(self) -> None:
+        self.signal: str | None = None  # "SIGINT" or "SIGTERM" once interrupted
+        self.saved_path: str | None = None
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            self.signal = "SIGINT"
+        elif isinstance(exception, SIGTERMException):
+            self.signal = "SIGTERM"
+        else:
+            return
+        callback = trainer.checkpoint_callback
+        if not isinstance(callback, ModelCheckpoint):
+            return
+        if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking or trainer.fast_dev_run:
+            return
+        # Ctrl-C reaches every DDP rank at a different point, and saving meets at a barrier: only
+        # SIGTERM, which Lightning broadcasts so that all ranks stop after the same batch, is safe there.
+        if trainer.world_size > 1 and self.signal == "SIGINT":
+            return
+        # ModelCheckpoint's own routines: its file names, version counter and saved state.
+        already_saved = callback._last_global_step_saved == trainer.global_step
+        if callback.save_last:
+            if not already_saved:
+                callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
+            self.saved_path = callback.last_model_path or None
+        elif callback.monitor is None and callback.save_top_k == 1:  # "keep the newest": the same role
+            if not already_saved:
+                callback._save_none_monitor_checkpoint(trainer, callback._monitor_candidates(trainer))
+            self.saved_path = callback.best_model_path or None
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint to a temporary file beside it, fsyncs it, then renames it into place.
+
+    Lightning's own writer goes through an fsspec transaction whose temporary file lies in the
+    system temp folder: on another filesystem the final move is a copy that a kill can cut short,
+    nothing is fsynced, and a killed write leaves its temporary file behind. Here a kill at any
+    moment leaves either the previous checkpoint or the new one, plus at worst a ``.tmp`` file
+    in the checkpoint folder.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_path = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        # O_EXCL: never write through someone else's file; 0o666 less the umask, as open() would.
+        fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp_path, path)
+        except BaseException:
+            tmp_path.unlink(missing_ok=True)
+            raise
+        _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where folders can't be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint's contents, read with ``weights_only=True``; a one-line CheckpointError otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" in str(err):  # a pickled class or function: the unpickler would have to run code
+            raise CheckpointError(f"{path} holds Python objects beyond tensors and plain containers: refused, loading it could run code") from None
+        raise CheckpointError(f"{path} is truncated or corrupt (not a pickle that torch.load can read)") from None
+    except (RuntimeError, EOFError, KeyError, ValueError, zipfile.BadZipFile, pickle.PickleError) as err:
+        reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path} is truncated or corrupt ({reason})") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise CheckpointError(f"{path} is not a Lightning checkpoint (no state_dict)")
+    return checkpoint
+
+
+def check_targets(config: Any, where: str = "model") -> None:
+    """Refuse a config that names code outside the allowlist, or that would resolve interpolations."""
+    if isinstance(config, Mapping):
+        for key, value in config.items():
+            if key == "_target_":
+                _check_target(value, f"{where}._target_")
+            check_targets(value, f"{where}.{key}")
+    elif isinstance(config, (list, tuple)):
+        for index, value in enumerate(config):
+            check_targets(value, f"{where}[{index}]")
+    elif isinstance(config, str) and "${" in config:
+        # A stored config is resolved before saving; an interpolation could read environment variables.
+        raise CheckpointError(f"{where}={config!r} is refused: a stored config holds no interpolations")
+
+
+def _check_target(target: Any, where: str) -> None:
+    if not (isinstance(target, str) and target.startswith(ALLOWED_TARGET_PREFIXES)):
+        raise CheckpointError(f"{where}={target!r} is refused: a checkpoint may only name {' or '.join(p + '*' for p in ALLOWED_TARGET_PREFIXES)}")
+    try:
+        # What Hydra's instantiate itself resolves a `_target_` with (its public get_class logs
+        # every failure): imports the allowed module, calls nothing.
+        obj = _locate(target)
+    except ImportError as err:
+        raise CheckpointError(f"{where}={target!r} names nothing importable ({str(err).strip().splitlines()[0]})") from None
+    if not (isinstance(obj, type) and issubclass(obj, ALLOWED_TARGET_KINDS)):
+        raise CheckpointError(f"{where}={target!r} is refused: a checkpoint may only name a model or an optimizer class")
+
+
+def check_same_model(checkpoint: dict[str, Any], path: str | os.PathLike, model: torch.nn.Module, model_config: Any = None) -> None:
+    """Refuse a checkpoint written by another model: its architecture config or its weights' names and shapes differ."""
+    stored = checkpoint.get(MODEL_CONFIG_KEY)
+    if isinstance(stored, Mapping) and model_config is not None:
+        current = _plain(model_config)
+        differences = [d for key in ARCHITECTURE_KEYS for d in _differences(stored.get(key), current.get(key), f"model.{key}")]
+        if differences:
+            more = f" (and {len(differences) - 1} more)" if len(differences) > 1 else ""
+            raise CheckpointError(f"{path} is from another model: {differences[0]}{more}; use the model overrides of the run that wrote it")
+    expected = model.state_dict()
+    actual = checkpoint["state_dict"]
+    missing, unexpected = sorted(expected.keys() - actual.keys()), sorted(actual.keys() - expected.keys())
+    if missing or unexpected:
+        detail = f"it lacks {missing[0]}" if missing else f"it has {unexpected[0]}, which this model lacks"
+        raise CheckpointError(f"{path} is from another model: {detail}; use the model overrides of the run that wrote it")
+    for name, tensor in expected.items():
+        if tuple(actual[name].shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{path} is from another model: {name} has shape {list(actual[name].shape)} there, {list(tensor.shape)} here; "
+                "use the model overrides of the run that wrote it"
+            )
+
+
+def _differences(stored: Any, current: Any, where: str) -> list[str]:
+    if isinstance(stored, Mapping) and isinstance(current, Mapping):
+        keys = sorted(stored.keys() | current.keys())
+        return [d for key in keys for d in _differences(stored.get(key), current.get(key), f"{where}.{key}")]
+    return [] if stored == current else [f"{where} is {stored!r} there, {current!r} here"]
+
+
+def load_model(ckpt_path: str | os.PathLike, map_location: str | torch.device = "cpu") -> GAN:
+    """The GAN stored in a lightning-gan checkpoint, in eval mode on ``map_location``.
+
+    Raises CheckpointError (one line) for a missing, truncated or corrupt file, a checkpoint that
+    is not a lightning-gan one, or a stored config naming code outside the allowlist.
+    """
+    checkpoint = read_checkpoint(ckpt_path, map_location=map_location)
+    model_config = checkpoint.get(MODEL_CONFIG_KEY)
+    if not isinstance(model_config, dict) or "_target_" not in model_config:
+        raise CheckpointError(f"{ckpt_path} is not a lightning-gan checkpoint (it stores no model_config)")
+    check_targets(model_config)
+    # Building the model draws its fixed noise: keep the caller's random stream as it was.
+    with torch.random.fork_rng(devices=[]):
+        try:
+            model = instantiate(model_config)
+        except (InstantiationException, ValueError, TypeError) as err:
+            cause = err
+            while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
+                cause = cause.__cause__
+            raise CheckpointError(f"{ckpt_path}: its model config does not build a model ({str(cause).strip().splitlines()[0]})") from None
+    if not isinstance(model, GAN):
+        raise CheckpointError(f"{ckpt_path} is not a lightning-gan checkpoint (its model is a {type(model).__name__}, not a GAN)")
+    check_same_model(checkpoint, ckpt_path, model)
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.to(map_location).eval()

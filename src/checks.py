@@ -1,0 +1,72 @@
+"""Input checks that run before a run builds or writes anything, so a mistake costs one line.
+
+Hydra runs :class:`CheckOutputDir` (``conf/hydra/default.yaml``) before it creates the run
+folder; ``train()`` runs the others before it instantiates the trainer.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback as HydraCallback
+from omegaconf import DictConfig, OmegaConf
+
+from src.errors import ConfigError
+
+# Numbers a user types on the command line, checked before anything is built or written:
+# (key, integer?, may be null). Each must be positive; a missing key is not checked.
+NUMBERS = (
+    ("data.batch_size", True, False),
+    ("data.val_batch_size", True, False),
+    ("trainer.max_epochs", True, True),  # null: Lightning's default
+    ("trainer.log_every_n_steps", True, True),
+    ("model.lr", False, False),
+    ("model.lr_g", False, True),
+    ("model.lr_d", False, True),
+    ("model.generator.latent_dim", True, False),
+)
+
+_ABSENT = object()
+
+
+def check_numbers(cfg: DictConfig) -> None:
+    """A wrong type (``model.lr=abc``) or a non-positive size is one clear line, not a traceback later."""
+    for key, integer, nullable in NUMBERS:
+        value = OmegaConf.select(cfg, key, default=_ABSENT)
+        if value is _ABSENT or (value is None and nullable):
+            continue
+        kind = int if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
+            raise ConfigError(f"{key} must be a positive {'integer' if integer else 'number'}, got {value}")
+
+
+def check_output_dir(path: str | os.PathLike) -> None:
+    """Fail before training, not at the first checkpoint, if the run folder can't be written."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise ConfigError(f"output folder {path} is not writable ({err.strerror or err})") from None
+
+
+class CheckOutputDir(HydraCallback):
+    """Hydra creates the run folder before ``main`` runs: check it first, for a one-line error."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.run.dir)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.sweep.dir)
+
+    @staticmethod
+    def _check(path: str) -> None:
+        try:
+            check_output_dir(path)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(1) from None

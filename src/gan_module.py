@@ -18,7 +18,7 @@ import lightning as L
 import numpy as np
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from src import losses
 from src.errors import ConfigError, NonFiniteLossError
@@ -29,6 +29,27 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 def per_rank_seed(seed: int, epoch: int, rank: int) -> int:
     """A well-mixed seed for one (run, epoch, rank): ranks draw different noise, resumes the same."""
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
+def ema_with_warmup(decay: float) -> Callable:
+    """An EMA update for ``AveragedModel(multi_avg_fn=...)`` whose decay ramps up to ``decay``:
+    ``min(decay, (1 + n) / (10 + n))`` after n updates (TensorFlow's ExponentialMovingAverage
+    with num_updates). torch's ``get_ema_multi_avg_fn`` uses ``decay`` from the first update, so
+    for the first ~1/(1 - decay) G steps its average is dominated by the random initial weights
+    (a grey grid after a few hundred steps at 0.995); the ramp keeps it near G's recent weights
+    until there is a history worth averaging."""
+
+    @torch.no_grad()
+    def update(ema_tensors: list[torch.Tensor], tensors: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        n = float(num_averaged)
+        weight = 1 - min(decay, (1 + n) / (10 + n))
+        if torch.is_floating_point(ema_tensors[0]):
+            torch._foreach_lerp_(ema_tensors, tensors, weight)  # what torch's own EMA update uses
+        else:  # integer buffers (BatchNorm's num_batches_tracked): follow G's
+            for ema_tensor, tensor in zip(ema_tensors, tensors, strict=True):
+                ema_tensor.copy_(tensor)
+
+    return update
 
 
 class GAN(L.LightningModule):
@@ -81,16 +102,16 @@ class GAN(L.LightningModule):
         # One D pass over real and fake together is only exact when no D layer mixes the rows of
         # a batch; a D with batch statistics (BatchNorm) sees the two batches apart.
         self.d_mixes_batch_rows = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules())
-        # The EMA of G: torch's AveragedModel with its EMA update, held as a submodule so that it
-        # is saved in checkpoints and moved to the device with G. Lightning's EMAWeightAveraging
-        # callback does not fit: it averages the whole LightningModule (D too), counts updates by
+        # The EMA of G: torch's AveragedModel, held as a submodule so that it is saved in
+        # checkpoints and moved to the device with G. Lightning's EMAWeightAveraging callback does
+        # not fit: it averages the whole LightningModule (D too), counts updates by
         # trainer.global_step (which the D steps advance too) and swaps the average into the
         # trained model for validation and at the end of training, so a resumed run would go on
         # training from the averaged G. Buffers (BatchNorm's running statistics) are averaged too,
-        # so the EMA G's eval mode uses statistics that match its averaged weights.
+        # so the EMA G's eval mode uses statistics that follow its averaged weights.
         self.generator_ema = None
         if ema_decay is not None:
-            self.generator_ema = AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+            self.generator_ema = AveragedModel(generator, multi_avg_fn=ema_with_warmup(ema_decay), use_buffers=True)
             self.generator_ema.requires_grad_(False)
         # Batches trained over all epochs (saved in checkpoints): G steps on every n_critic-th one.
         self.batches_trained = 0

@@ -188,6 +188,7 @@ def run_seed(preset: str, args) -> float:
 def run_plain(preset: str, args) -> float:
     from hydra.utils import instantiate
 
+    from src import losses
     from src.data.loaders import EpochSampler, TensorLoader
     from src.gan_module import GAN
 
@@ -201,7 +202,6 @@ def run_plain(preset: str, args) -> float:
     gan: GAN = instantiate(cfg.model).to(device)
     G, D = gan.generator, gan.discriminator
     opt_g, opt_d = gan.configure_optimizers()
-    bce = GAN._bce
 
     def step(batch):
         real, real_labels = batch
@@ -211,13 +211,13 @@ def run_plain(preset: str, args) -> float:
         D.requires_grad_(True)
         G.requires_grad_(False)
         d_real, d_fake = gan._discriminate_real_and_fake(real, real_labels, fake.detach(), fake_labels)
-        d_loss = bce(d_real, True) + bce(d_fake, False)
+        d_loss = losses.d_loss("bce", d_real, d_fake)
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
         D.requires_grad_(False)
         G.requires_grad_(True)
-        g_loss = bce(D(fake, fake_labels), True)
+        g_loss = losses.g_loss("bce", D(fake, fake_labels))
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()

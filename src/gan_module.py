@@ -1,7 +1,12 @@
 """The adversarial training system: one LightningModule that owns G, D and their two optimizers.
 
 G and D are plain ``nn.Module``s (``src/models``); this module knows nothing of their
-architecture beyond ``latent_dim`` and ``num_classes`` (``None`` = unconditional).
+architecture beyond ``latent_dim`` and ``num_classes`` (``None`` = unconditional). The loss
+(``src/losses.py``) and the stabilizers are constructor arguments, so every variant is a config
+delta on this one class::
+
+    python -m src.train model=dcgan model.loss=hinge model.ema_decay=0.999
+    python -m src.train experiment=dcgan_wgan_gp_mnist    # model.loss=wgan_gp model.n_critic=5
 """
 
 from __future__ import annotations
@@ -12,9 +17,10 @@ from collections.abc import Callable
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
+from src import losses
 from src.errors import ConfigError, NonFiniteLossError
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -25,13 +31,40 @@ def per_rank_seed(seed: int, epoch: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
 
 
+def ema_with_warmup(decay: float) -> Callable:
+    """An EMA update for ``AveragedModel(multi_avg_fn=...)`` whose decay ramps up to ``decay``:
+    ``min(decay, (1 + n) / (10 + n))`` after n updates (TensorFlow's ExponentialMovingAverage
+    with num_updates). torch's ``get_ema_multi_avg_fn`` uses ``decay`` from the first update, so
+    for the first ~1/(1 - decay) G steps its average is dominated by the random initial weights
+    (a grey grid after a few hundred steps at 0.995); the ramp keeps it near G's recent weights
+    until there is a history worth averaging."""
+
+    @torch.no_grad()
+    def update(ema_tensors: list[torch.Tensor], tensors: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        n = float(num_averaged)
+        weight = 1 - min(decay, (1 + n) / (10 + n))
+        if torch.is_floating_point(ema_tensors[0]):
+            torch._foreach_lerp_(ema_tensors, tensors, weight)  # what torch's own EMA update uses
+        else:  # integer buffers (BatchNorm's num_batches_tracked): follow G's
+            for ema_tensor, tensor in zip(ema_tensors, tensors, strict=True):
+                ema_tensor.copy_(tensor)
+
+    return update
+
+
 class GAN(L.LightningModule):
-    """Non-saturating GAN with logits and BCE-with-logits, trained with manual optimization.
+    """A GAN trained with manual optimization; non-saturating BCE on logits by default.
 
     Per batch: draw z (and random labels for a conditional model), generate the fakes once,
-    take one D step on ``fake.detach()``, then one G step through the updated D. Each step runs
-    inside ``toggled_optimizer``, so the G step computes no gradients for D's weights.
-    ``trainer.global_step`` therefore advances by two per batch.
+    take one D step on ``fake.detach()``, then, on every ``n_critic``-th batch, one G step
+    through the updated D. Each step runs inside ``toggled_optimizer``, so the G step computes
+    no gradients for D's weights. ``trainer.global_step`` counts both optimizer steps: two per
+    batch when ``n_critic=1``.
+
+    Stabilizers, all off by default (the seeds' training): ``loss`` (``bce``, ``hinge``,
+    ``wgan_gp`` with its gradient penalty weighted ``gp_weight``), ``r1_gamma`` (R1 penalty on
+    real images), ``label_smoothing`` (one-sided, bce only), ``ema_decay`` (an exponential moving
+    average of G's weights, used by ``sample``), ``lr_g``/``lr_d`` (TTUR).
     """
 
     def __init__(
@@ -45,6 +78,12 @@ class GAN(L.LightningModule):
         seed: int = 0,
         sample_rows: int = 10,
         sample_cols: int = 10,
+        loss: str = "bce",
+        gp_weight: float = 10.0,
+        r1_gamma: float = 0.0,
+        n_critic: int = 1,
+        label_smoothing: float = 0.0,
+        ema_decay: float | None = None,
     ) -> None:
         super().__init__()
         if generator.num_classes != discriminator.num_classes:
@@ -52,6 +91,7 @@ class GAN(L.LightningModule):
         for name, value in (("lr", lr), ("lr_g", lr_g), ("lr_d", lr_d)):
             if value is not None and not float(value) > 0:
                 raise ConfigError(f"model.{name} must be a positive number, got {value}")
+        _check_training_options(loss, gp_weight, r1_gamma, n_critic, label_smoothing, ema_decay)
         self.automatic_optimization = False
         self.save_hyperparameters(ignore=["generator", "discriminator", "optimizer"], logger=False)
         self.generator = generator
@@ -59,6 +99,22 @@ class GAN(L.LightningModule):
         self.optimizer_factory = optimizer
         self.latent_dim: int = generator.latent_dim
         self.num_classes: int | None = generator.num_classes
+        # One D pass over real and fake together is only exact when no D layer mixes the rows of
+        # a batch; a D with batch statistics (BatchNorm) sees the two batches apart.
+        self.d_mixes_batch_rows = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules())
+        # The EMA of G: torch's AveragedModel, held as a submodule so that it is saved in
+        # checkpoints and moved to the device with G. Lightning's EMAWeightAveraging callback does
+        # not fit: it averages the whole LightningModule (D too), counts updates by
+        # trainer.global_step (which the D steps advance too) and swaps the average into the
+        # trained model for validation and at the end of training, so a resumed run would go on
+        # training from the averaged G. Buffers (BatchNorm's running statistics) are averaged too,
+        # so the EMA G's eval mode uses statistics that follow its averaged weights.
+        self.generator_ema = None
+        if ema_decay is not None:
+            self.generator_ema = AveragedModel(generator, multi_avg_fn=ema_with_warmup(ema_decay), use_buffers=True)
+            self.generator_ema.requires_grad_(False)
+        # Batches trained over all epochs (saved in checkpoints): G steps on every n_critic-th one.
+        self.batches_trained = 0
         # Fixed noise for the sample grids, drawn once (after seeding) and kept in checkpoints,
         # so every epoch's grid shows the same z. A conditional grid has one row per class.
         rows = self.num_classes or sample_rows
@@ -75,36 +131,44 @@ class GAN(L.LightningModule):
 
     @torch.no_grad()
     def sample(self, noise: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Images in [-1, 1] from ``noise`` (default: the fixed sample noise), G in eval mode."""
+        """Images in [-1, 1] from ``noise`` (default: the fixed sample noise), G in eval mode.
+
+        With ``ema_decay`` set, the images come from the EMA of G's weights (what evaluation and
+        the sample grids should judge); otherwise from G itself.
+        """
         noise = self.fixed_noise if noise is None else noise
         labels = (self.fixed_labels if labels is None else labels) if self.conditional else None
-        was_training = self.generator.training
-        self.generator.eval()
+        generator = self.generator if self.generator_ema is None else self.generator_ema.module
+        was_training = generator.training
+        generator.eval()
         try:
-            return self(noise, labels)
+            return generator(noise, labels)
         finally:
-            self.generator.train(was_training)
+            generator.train(was_training)
 
     def _draw(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         z = torch.randn(batch_size, self.latent_dim, device=self.device)
         labels = torch.randint(0, self.num_classes, (batch_size,), device=self.device) if self.conditional else None
         return z, labels
 
-    @staticmethod
-    def _bce(logits: torch.Tensor, target_is_real: bool) -> torch.Tensor:
-        target = torch.ones_like(logits) if target_is_real else torch.zeros_like(logits)
-        return F.binary_cross_entropy_with_logits(logits, target)
-
     def _discriminate_real_and_fake(self, real, real_labels, fake, fake_labels) -> tuple[torch.Tensor, torch.Tensor]:
         """D's logits on real and on fake images, in one forward pass over both.
 
         One pass of 2B rows does the same math as two of B rows in fewer, larger kernels. This
-        is valid because D has no batch-statistics layers (the MLPs don't); a D with BatchNorm
-        would have to see the real and the fake batches apart.
+        is valid because D has no batch-statistics layers (the MLPs and the DCGAN D don't); a D
+        with BatchNorm sees the real and the fake batches apart.
         """
+        if self.d_mixes_batch_rows:
+            return self.discriminator(real, real_labels), self.discriminator(fake, fake_labels)
         labels = None if real_labels is None else torch.cat([real_labels, fake_labels])
         logits = self.discriminator(torch.cat([real, fake]), labels)
         return logits[: real.size(0)], logits[real.size(0) :]
+
+    def _scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """train/d_real, train/d_fake: D's mean probability of "real" for bce (the seeds'
+        real_score / fake_score); for hinge and wgan_gp, whose logits are no probabilities, the
+        mean raw score."""
+        return torch.sigmoid(logits).mean() if self.hparams.loss == "bce" else logits.mean()
 
     def on_train_epoch_start(self) -> None:
         torch.manual_seed(per_rank_seed(self.hparams.seed, self.current_epoch, self.global_rank))
@@ -112,46 +176,70 @@ class GAN(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         real, real_labels = batch
         real_labels = real_labels if self.conditional else None
+        hp = self.hparams
         opt_g, opt_d = self.optimizers()
+        # n_critic > 1: each D step gets a fresh real batch, as in WGAN-GP's algorithm 1, and G
+        # steps after every n_critic-th. The count runs over epochs (an epoch need not be a
+        # multiple of n_critic) and is saved in checkpoints, so a resumed run keeps the rhythm.
+        g_step = (self.batches_trained + 1) % hp.n_critic == 0
+        self.batches_trained += 1
         z, fake_labels = self._draw(real.size(0))
-        fake = self(z, fake_labels)
+        with torch.set_grad_enabled(g_step):  # a D-only batch needs no graph through G
+            fake = self(z, fake_labels)
 
         with self.toggled_optimizer(opt_d):
+            if hp.r1_gamma:
+                real = real.detach().requires_grad_(True)
             d_real_logits, d_fake_logits = self._discriminate_real_and_fake(real, real_labels, fake.detach(), fake_labels)
-            # Sum of the two halves, as the seeds do (not their mean).
-            d_loss = self._bce(d_real_logits, True) + self._bce(d_fake_logits, False)
+            d_loss = losses.d_loss(hp.loss, d_real_logits, d_fake_logits, real_target=1.0 - hp.label_smoothing)
+            penalties = {}
+            if hp.loss == "wgan_gp":
+                penalties["train/gp"] = losses.gradient_penalty(self.discriminator, real, fake, real_labels)
+            if hp.r1_gamma:
+                penalties["train/r1"] = losses.r1_penalty(d_real_logits, real)
+            d_total = d_loss
+            if "train/gp" in penalties:
+                d_total = d_total + hp.gp_weight * penalties["train/gp"]
+            if "train/r1" in penalties:
+                d_total = d_total + hp.r1_gamma / 2 * penalties["train/r1"]
             opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(d_loss)
+            self.manual_backward(d_total)
             opt_d.step()
 
-        with self.toggled_optimizer(opt_g):
-            g_loss = self._bce(self.discriminator(fake, fake_labels), True)
-            opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(g_loss)
-            opt_g.step()
+        g_loss = None
+        if g_step:
+            with self.toggled_optimizer(opt_g):
+                g_loss = losses.g_loss(hp.loss, self.discriminator(fake, fake_labels))
+                opt_g.zero_grad(set_to_none=True)
+                self.manual_backward(g_loss)
+                opt_g.step()
+            if self.generator_ema is not None:
+                self.generator_ema.update_parameters(self.generator)
 
         # `self.log` costs ~1.5 ms per call on CPU (Lightning moves its result buffers each time),
         # more than a whole step of the seed GAN: log only on the steps the loggers will write.
         if not self.trainer._logger_connector.should_update_logs:
             return
-        self._stop_if_nonfinite(d_loss, g_loss, batch_idx)
-        self.log_dict(
-            {
-                "train/d_loss": d_loss.detach(),
-                "train/g_loss": g_loss.detach(),
-                # The seeds' real_score / fake_score: D's mean probability that an image is real.
-                "train/d_real": torch.sigmoid(d_real_logits.detach()).mean(),
-                "train/d_fake": torch.sigmoid(d_fake_logits.detach()).mean(),
-            },
-            prog_bar=True,
-            batch_size=real.size(0),
-        )
+        self._stop_if_nonfinite({"train/d_loss": d_total, "train/g_loss": g_loss}, batch_idx)
+        metrics = {
+            "train/d_loss": d_loss.detach(),
+            "train/d_real": self._scores(d_real_logits.detach()),
+            "train/d_fake": self._scores(d_fake_logits.detach()),
+            **{name: value.detach() for name, value in penalties.items()},
+        }
+        # With n_critic > 1, g_loss exists on the batches that took a G step: on every logging
+        # step when log_every_n_steps is a multiple of n_critic.
+        if g_loss is not None:
+            metrics["train/g_loss"] = g_loss.detach()
+        self.log_dict(metrics, prog_bar=True, batch_size=real.size(0))
 
-    def _stop_if_nonfinite(self, d_loss: torch.Tensor, g_loss: torch.Tensor, batch_idx: int) -> None:
+    def _stop_if_nonfinite(self, named_losses: dict[str, torch.Tensor | None], batch_idx: int) -> None:
         """Stop a diverged run. Checked on logging steps only: a check reads the loss back from the
         device, and once a loss is NaN the weights stay NaN, so it is still caught within
         ``log_every_n_steps`` batches and never trained on silently."""
-        for name, loss in (("train/d_loss", d_loss), ("train/g_loss", g_loss)):
+        for name, loss in named_losses.items():
+            if loss is None:
+                continue
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise NonFiniteLossError(
@@ -168,19 +256,44 @@ class GAN(L.LightningModule):
         fake = self(z, labels)
         d_real_logits = self.discriminator(real, labels)
         d_fake_logits = self.discriminator(fake, labels)
+        loss = self.hparams.loss
         self.log_dict(
             {
-                "val/d_loss": self._bce(d_real_logits, True) + self._bce(d_fake_logits, False),
-                "val/g_loss": self._bce(d_fake_logits, True),
-                "val/d_real": torch.sigmoid(d_real_logits).mean(),
-                "val/d_fake": torch.sigmoid(d_fake_logits).mean(),
+                # The adversarial losses without penalties (no smoothing either: the plain game).
+                "val/d_loss": losses.d_loss(loss, d_real_logits, d_fake_logits),
+                "val/g_loss": losses.g_loss(loss, d_fake_logits),
+                "val/d_real": self._scores(d_real_logits),
+                "val/d_fake": self._scores(d_fake_logits),
             },
             batch_size=real.size(0),
             sync_dist=True,
         )
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["batches_trained"] = self.batches_trained
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.batches_trained = checkpoint.get("batches_trained", 0)
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         lr = self.hparams.lr
         opt_g = self.optimizer_factory(self.generator.parameters(), lr=self.hparams.lr_g or lr)
         opt_d = self.optimizer_factory(self.discriminator.parameters(), lr=self.hparams.lr_d or lr)
         return [opt_g, opt_d]
+
+
+def _check_training_options(loss: str, gp_weight: float, r1_gamma: float, n_critic: int, label_smoothing: float, ema_decay: float | None) -> None:
+    if loss not in losses.LOSSES:
+        raise ConfigError(f"model.loss={loss!r} is not one of {losses.LOSSES}")
+    if not float(gp_weight) > 0:
+        raise ConfigError(f"model.gp_weight must be a positive number, got {gp_weight}")
+    if not float(r1_gamma) >= 0:
+        raise ConfigError(f"model.r1_gamma must be zero (off) or positive, got {r1_gamma}")
+    if isinstance(n_critic, bool) or not isinstance(n_critic, int) or n_critic < 1:
+        raise ConfigError(f"model.n_critic must be a positive integer (D steps per G step), got {n_critic}")
+    if not 0 <= float(label_smoothing) < 1:
+        raise ConfigError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}")
+    if label_smoothing and loss != "bce":
+        raise ConfigError(f"model.label_smoothing softens the bce loss's real target; model.loss={loss} has no target to soften")
+    if ema_decay is not None and not 0 < float(ema_decay) < 1:
+        raise ConfigError(f"model.ema_decay must be in (0, 1) or null (off), got {ema_decay}")

@@ -22,16 +22,26 @@ def _scalars(run_dir, tag):
     return {event.step: event.value for event in events.Scalars(tag)}
 
 
-@pytest.mark.parametrize("model", ["gan", "cgan"])
-def test_resume_gives_the_same_weights_and_metrics_as_one_go(cfg_factory, tmp_path, model):
+# The EMA case also resumes the n_critic rhythm: 4 batches per epoch, a G step every 3rd batch,
+# so the resumed third epoch must take its G step on its first batch.
+MODEL_CASES = {"gan": ["model=gan"], "cgan": ["model=cgan"], "dcgan_ema_n_critic": ["model=dcgan_cond", "model.ema_decay=0.9", "model.n_critic=3"]}
+
+
+@pytest.mark.parametrize("case", list(MODEL_CASES))
+def test_resume_gives_the_same_weights_and_metrics_as_one_go(cfg_factory, tmp_path, case):
+    model = MODEL_CASES[case]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    train(cfg_factory(f"model={model}", "trainer.max_epochs=3", *EPOCH, output_dir=straight))
-    train(cfg_factory(f"model={model}", "trainer.max_epochs=2", *EPOCH, output_dir=resumed))
+    train(cfg_factory(*model, "trainer.max_epochs=3", *EPOCH, output_dir=straight))
+    train(cfg_factory(*model, "trainer.max_epochs=2", *EPOCH, output_dir=resumed))
     # Continue in the same run folder, as the README shows: ckpt_path=last finds checkpoints/last.ckpt.
-    train(cfg_factory(f"model={model}", "trainer.max_epochs=3", *EPOCH, "ckpt_path=last", output_dir=resumed))
+    train(cfg_factory(*model, "trainer.max_epochs=3", *EPOCH, "ckpt_path=last", output_dir=resumed))
     expected, actual = _weights(straight), _weights(resumed)
     assert actual["epoch"] == expected["epoch"]
-    assert actual["global_step"] == expected["global_step"] == 3 * 4 * 2  # epochs x batches x two optimizer steps
+    g_steps = 3 * 4 if case != "dcgan_ema_n_critic" else 4  # G steps after batches 3, 6, 9, 12
+    assert actual["global_step"] == expected["global_step"] == 3 * 4 + g_steps  # D steps (one per batch) + G steps
+    if case == "dcgan_ema_n_critic":
+        assert any(name.startswith("generator_ema.") for name in expected["state_dict"])
+        assert expected["state_dict"]["generator_ema.n_averaged"] == 4
     for name, value in expected["state_dict"].items():
         assert torch.equal(value, actual["state_dict"][name]), name
     for (exp_opt, act_opt) in zip(expected["optimizer_states"], actual["optimizer_states"], strict=True):

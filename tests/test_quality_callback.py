@@ -1,0 +1,46 @@
+"""The SampleQuality callback inside real (tiny) training runs: what it logs, and the best checkpoint by FID."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from src.train import train
+
+QUALITY = ["val/fid", "val/kid", "val/classifier_score", "val/class_entropy"]
+TINY_TRAINING = ["trainer.max_epochs=2", "+trainer.limit_train_batches=2", "callbacks.sample_quality.num_samples=100"]
+
+
+@pytest.mark.parametrize("model", ["gan", "cgan"])
+def test_quality_metrics_are_logged_and_rank_the_best_checkpoint(cfg_factory, tmp_path, model):
+    metrics = train(cfg_factory(f"model={model}", "data=mnist", *TINY_TRAINING))
+    expected = QUALITY + (["val/cond_acc"] if model == "cgan" else [])
+    assert set(expected) <= set(metrics)
+    assert ("val/cond_acc" in metrics) == (model == "cgan")
+    assert all(torch.isfinite(torch.tensor(metrics[name])) for name in expected)
+    assert 0.0 <= metrics["val/class_entropy"] <= 3.33 and 1.0 <= metrics["val/classifier_score"] <= 10.0
+    assert (tmp_path / "checkpoints" / "best.ckpt").is_file() and (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    best = torch.load(tmp_path / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert best["callbacks"]  # ModelCheckpoint's state: monitored val/fid
+    assert any(state.get("monitor") == "val/fid" for state in best["callbacks"].values() if isinstance(state, dict))
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["val/fid"] == pytest.approx(metrics["val/fid"])
+
+
+def test_quality_every_n_epochs_and_after_the_last(cfg_factory, monkeypatch):
+    from src.metrics.callback import SampleQuality
+
+    epochs = []
+    real_score = SampleQuality.score
+    monkeypatch.setattr(SampleQuality, "score", lambda self, trainer, module: epochs.append(trainer.current_epoch) or real_score(self, trainer, module))
+    train(cfg_factory("trainer.max_epochs=3", "+trainer.limit_train_batches=1", "callbacks.sample_quality.num_samples=50", "callbacks.sample_quality.every_n_epochs=2"))
+    assert epochs == [1, 2]  # the second epoch, then the last
+
+
+def test_same_weights_same_figures(cfg_factory, tmp_path):
+    """Fixed noise and labels: two identical runs log identical quality figures."""
+    first = train(cfg_factory("model=cgan", *TINY_TRAINING, output_dir=tmp_path / "first"))
+    second = train(cfg_factory("model=cgan", *TINY_TRAINING, output_dir=tmp_path / "second"))
+    assert {k: first[k] for k in QUALITY} == {k: second[k] for k in QUALITY}

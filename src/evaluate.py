@@ -1,7 +1,7 @@
 """Score a checkpoint's samples: FID, KID, classifier score, class entropy, cond_acc (as JSON).
 
     python -m src.evaluate ckpt_path=outputs/runs/<run>/checkpoints/best.ckpt
-    python -m src.evaluate ckpt_path=model.ckpt data=mnist data_dir=/scratch/data num_samples=5000
+    python -m src.evaluate ckpt_path=model.ckpt dataset=mnist data_dir=/scratch/data num_samples=5000
 
 With the defaults (10,000 samples, seed 0) the figures are those the ``SampleQuality`` callback
 logged as ``val/*`` for the same weights. The JSON is printed and written beside the checkpoint
@@ -33,11 +33,11 @@ def run_config(ckpt_path: Path) -> DictConfig | None:
 
 def resolve_data(cfg: DictConfig) -> tuple[str, str]:
     saved = run_config(Path(cfg.ckpt_path))
-    name = cfg.data or (saved.data.get("name") if saved is not None else None)
+    name = cfg.dataset or (saved.data.get("name") if saved is not None else None)
     if name is None:
-        raise ConfigError(f"can't tell which data set {cfg.ckpt_path} was trained on (no .hydra/config.yaml beside its run): add data=mnist or data=fashion_mnist")
+        raise ConfigError(f"can't tell which data set {cfg.ckpt_path} was trained on (no .hydra/config.yaml beside its run): add dataset=mnist or dataset=fashion_mnist")
     if name not in DATASETS:
-        raise ConfigError(f"data={name} is not one of {sorted(DATASETS)}")
+        raise ConfigError(f"dataset={name} is not one of {sorted(DATASETS)}")
     data_dir = cfg.data_dir or (saved.paths.get("data_dir") if saved is not None else None) or "data"
     if not raw_folder(name, data_dir).is_dir():
         raise ConfigError(f"no {name} data under {data_dir}: run `make data` or set data_dir=")

@@ -61,10 +61,13 @@ def write_summary(sweep_dir: Path, metric: str | None, direction: str) -> list[d
     if not rows:
         return []
     ranked = rank(rows, direction)
+    # The overrides every job shares go in the heading; the rows show what the sweep varied.
+    shared = set.intersection(*(set(row["overrides"]) for row in rows)) if len(rows) > 1 else set()
+    varied = {row["job"]: " ".join(o for o in row["overrides"] if o not in shared) or "(none)" for row in rows}
     present = [name for name in METRIC_COLUMNS if any(name in row.get("metrics", {}) for row in rows)]
-    header = ["rank", "job", "status", metric or "value", "overrides", *present, "dir"]
+    header = ["rank", "job", "status", "value", "overrides", *present, "dir"]
     table = [
-        [str(i), str(row["job"]), row["status"], _cell(_number(row.get("value"))), " ".join(row["overrides"]) or "(none)",
+        [str(i), str(row["job"]), row["status"], _cell(_number(row.get("value"))), varied[row["job"]],
          *[_cell(row.get("metrics", {}).get(name)) for name in present], row["dir"]]
         for i, row in enumerate(ranked, start=1)
     ]
@@ -74,8 +77,9 @@ def write_summary(sweep_dir: Path, metric: str | None, direction: str) -> list[d
         writer.writerows(table)
     best = "lower" if direction == "minimize" else "higher"
     lines = [
-        f"# Sweep summary: {len(rows)} jobs, ranked by {metric or 'the returned value'} ({best} is better)",
+        f"# Sweep summary: {len(rows)} jobs, ranked by value = {metric or 'what main returned'} ({best} is better)",
         "",
+        *([f"Every job: `{' '.join(o for o in rows[0]['overrides'] if o in shared)}`", ""] if shared else []),
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
         *("| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |" for line in table),

@@ -44,3 +44,26 @@ def test_same_weights_same_figures(cfg_factory, tmp_path):
     first = train(cfg_factory("model=cgan", *TINY_TRAINING, output_dir=tmp_path / "first"))
     second = train(cfg_factory("model=cgan", *TINY_TRAINING, output_dir=tmp_path / "second"))
     assert {k: first[k] for k in QUALITY} == {k: second[k] for k in QUALITY}
+
+
+class MetricsProbe(__import__("lightning").Callback):
+    """Saves what each rank's trainer holds as val/* after validation (what its ModelCheckpoint compares)."""
+
+    def __init__(self, out_dir):
+        self.out_dir = out_dir
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            values = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+            (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(values))
+
+
+@pytest.mark.slow
+def test_every_ddp_rank_logs_the_figures_rank_zero_computed(cfg_factory, tmp_path):
+    cfg = cfg_factory("model=cgan", "trainer=ddp_cpu", "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1")
+    train(cfg, extra_callbacks=[MetricsProbe(tmp_path)])
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    quality = ["val/fid", "val/kid", "val/classifier_score", "val/class_entropy", "val/cond_acc"]
+    assert all(name in ranks[0] for name in quality)
+    assert {k: ranks[0][k] for k in quality} == {k: ranks[1][k] for k in quality}
+    assert (tmp_path / "checkpoints" / "best.ckpt").is_file()

@@ -74,11 +74,13 @@ class QualityMetrics:
         self.seed = seed
         self.num_real = len(real_images)
         features = ClassifierFeatures(self.classifier)
-        self.fid = FrechetInceptionDistance(feature=features, reset_real_features=False)
+        # sync_on_compute=False: under DDP only rank zero scores (src/metrics/callback.py); syncing
+        # would wait forever for ranks that hold no samples.
+        self.fid = FrechetInceptionDistance(feature=features, reset_real_features=False, sync_on_compute=False)
         with warnings.catch_warnings():
             # "will save all extracted features in buffer": 10,000 x 128 floats here, 5 MB.
             warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer", category=UserWarning)
-            self.kid = KernelInceptionDistance(feature=features, subsets=kid_subsets, subset_size=min(kid_subset_size, self.num_real), reset_real_features=False)
+            self.kid = KernelInceptionDistance(feature=features, subsets=kid_subsets, subset_size=min(kid_subset_size, self.num_real), reset_real_features=False, sync_on_compute=False)
         self.device = torch.device("cpu")
         for batch in self._batches(real_images):
             self.fid.update(batch, real=True)

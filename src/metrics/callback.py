@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 
 from src.metrics.classifier import Recipe, load_classifier, load_split
@@ -93,3 +95,18 @@ class FinalMetrics(L.Callback):
         metrics = {name: float(value) for name, value in sorted(trainer.callback_metrics.items())}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(metrics | {"epochs": trainer.current_epoch}, indent=2) + "\n")
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` for the best-so-far checkpoint, quiet about a folder that holds checkpoints.
+
+    A ranked ModelCheckpoint warns at setup that its folder "exists and is not empty"; resuming
+    with ``ckpt_path=last`` in the same run folder (as the README shows) is that case by design,
+    and Lightning only learns that it is resuming after this check. ``last.ckpt``'s own
+    ModelCheckpoint (``save_top_k=0``) never warned either.
+    """
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+            super().setup(trainer, pl_module, stage)

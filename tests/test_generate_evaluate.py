@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
+import torch
+from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
 from src.checkpoint import CheckpointError
@@ -32,7 +33,7 @@ def checkpoints(tmp_path_factory, data_root) -> dict[str, Path]:
         run_dir = tmp_path_factory.mktemp(model)
         cfg = make_cfg([f"model={model}", "data=mnist", "trainer.max_epochs=1", "+trainer.limit_train_batches=2"], run_dir, data_root)
         (run_dir / ".hydra").mkdir()
-        (run_dir / ".hydra" / "config.yaml").write_text(__import__("omegaconf").OmegaConf.to_yaml(cfg))
+        (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
         train(cfg)
         found[model] = run_dir / "checkpoints" / "last.ckpt"
     return found
@@ -96,7 +97,7 @@ def test_bad_checkpoints(tmp_path):
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         generate(command_cfg("generate", f"ckpt_path={corrupt}"))
     foreign = tmp_path / "foreign.ckpt"
-    __import__("torch").save({"state_dict": {}}, foreign)
+    torch.save({"state_dict": {}}, foreign)
     with pytest.raises(CheckpointError, match="not a lightning-gan checkpoint"):
         evaluate(command_cfg("evaluate", f"ckpt_path={foreign}", "dataset=mnist"))
 

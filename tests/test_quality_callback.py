@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import lightning as L
 import pytest
 import torch
 
+from src.metrics.callback import SampleQuality
 from src.train import train
 
 QUALITY = ["val/fid", "val/kid", "val/classifier_score", "val/class_entropy"]
@@ -30,8 +32,6 @@ def test_quality_metrics_are_logged_and_rank_the_best_checkpoint(cfg_factory, tm
 
 
 def test_quality_every_n_epochs_and_after_the_last(cfg_factory, monkeypatch):
-    from src.metrics.callback import SampleQuality
-
     epochs = []
     real_score = SampleQuality.score
     monkeypatch.setattr(SampleQuality, "score", lambda self, trainer, module: epochs.append(trainer.current_epoch) or real_score(self, trainer, module))
@@ -46,7 +46,7 @@ def test_same_weights_same_figures(cfg_factory, tmp_path):
     assert {k: first[k] for k in QUALITY} == {k: second[k] for k in QUALITY}
 
 
-class MetricsProbe(__import__("lightning").Callback):
+class MetricsProbe(L.Callback):
     """Saves what each rank's trainer holds as val/* after validation (what its ModelCheckpoint compares)."""
 
     def __init__(self, out_dir):

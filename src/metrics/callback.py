@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import warnings
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 
 from src.metrics.classifier import Recipe, load_classifier, load_split
 from src.metrics.quality import QualityMetrics, fixed_inputs, generate
-
-log = logging.getLogger(__name__)
 
 
 class SampleQuality(L.Callback):
@@ -40,7 +36,6 @@ class SampleQuality(L.Callback):
         batch_size: int = 1000,
         seed: int = 0,
         data_root: str | os.PathLike | None = None,
-        classifier_epochs: int = Recipe.epochs,
     ) -> None:
         if int(num_samples) < 2:
             raise ValueError(f"num_samples must be at least 2 (FID needs a covariance), got {num_samples}")
@@ -49,7 +44,7 @@ class SampleQuality(L.Callback):
         self.batch_size = int(batch_size)
         self.seed = seed
         self.data_root = data_root
-        self.recipe = Recipe(epochs=classifier_epochs)
+        self.recipe = Recipe()
         self.metrics: QualityMetrics | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -70,7 +65,8 @@ class SampleQuality(L.Callback):
 
     def _due(self, trainer: L.Trainer) -> bool:
         epoch = trainer.current_epoch + 1
-        return epoch % self.every_n_epochs == 0 or (trainer.max_epochs is not None and epoch >= trainer.max_epochs)
+        last = trainer.max_epochs is not None and 0 < trainer.max_epochs <= epoch
+        return epoch % self.every_n_epochs == 0 or last
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not self._due(trainer):

@@ -67,3 +67,17 @@ def test_every_ddp_rank_logs_the_figures_rank_zero_computed(cfg_factory, tmp_pat
     assert all(name in ranks[0] for name in quality)
     assert {k: ranks[0][k] for k in quality} == {k: ranks[1][k] for k in quality}
     assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_seed_experiments_reproduce_the_seeds_recipe(cfg_factory):
+    seed_gan = cfg_factory("experiment=seed_gan")
+    assert seed_gan.data.name == "fashion_mnist" and seed_gan.data.batch_size == 100
+    assert list(seed_gan.model.optimizer.betas) == [0.9, 0.999] and seed_gan.model.lr == 2e-4
+    assert seed_gan.trainer.max_epochs == 10 and seed_gan.model.generator.latent_dim == 64
+    seed_cgan = cfg_factory("experiment=seed_cgan", "data=mnist")
+    assert seed_cgan.model.generator.num_classes == 10 and seed_cgan.data.name == "mnist"
+    assert list(seed_cgan.model.optimizer.betas) == [0.9, 0.999] and seed_cgan.model.lr == 2e-4 and seed_cgan.trainer.max_epochs == 10
+    # The presets themselves: the seeds' architectures, the measured training defaults.
+    cgan = cfg_factory("model=cgan")
+    assert list(cgan.model.optimizer.betas) == [0.5, 0.999] and cgan.model.lr == 5e-4 and cgan.trainer.max_epochs == 20
+    assert list(cgan.model.generator.hidden_dims) == list(seed_cgan.model.generator.hidden_dims)

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
 from src.checkpoint import CheckpointError, load_model
 from src.data.provision import DATASETS, raw_folder
@@ -70,6 +70,9 @@ def evaluate(cfg: DictConfig) -> dict:
 def main(cfg: DictConfig) -> None:
     try:
         result = evaluate(cfg)
+    except MissingMandatoryValue:
+        print(f"error: give the checkpoint: python -m src.evaluate ckpt_path=outputs/runs/<run>/checkpoints/best.ckpt", file=sys.stderr)
+        raise SystemExit(1) from None
     except (CheckpointError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -18,7 +18,7 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, MissingMandatoryValue
 from torchvision.utils import make_grid, save_image
 
 from src.checkpoint import CheckpointError, load_model
@@ -74,6 +74,9 @@ def run(cfg: DictConfig) -> tuple[Path, Path]:
 def main(cfg: DictConfig) -> None:
     try:
         png, npz = run(cfg)
+    except MissingMandatoryValue:
+        print(f"error: give the checkpoint: python -m src.generate ckpt_path=outputs/runs/<run>/checkpoints/best.ckpt", file=sys.stderr)
+        raise SystemExit(1) from None
     except (CheckpointError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None

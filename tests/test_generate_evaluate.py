@@ -141,6 +141,7 @@ def test_commands_end_to_end(checkpoints):
         ("src.generate", ["label=12"], "error: label=12 is not one of this model's classes 0..9"),
         ("src.generate", ["ckpt_path=/nonexistent/x.ckpt"], "error: checkpoint /nonexistent/x.ckpt not found"),
         ("src.evaluate", ["ckpt_path=/nonexistent/x.ckpt"], "error: checkpoint /nonexistent/x.ckpt not found"),
+        ("src.evaluate", ["ckpt_path=???"], "error: give the checkpoint: python -m src.evaluate ckpt_path="),
     ],
 )
 def test_command_errors_are_one_line(checkpoints, module, args, message):

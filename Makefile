@@ -8,10 +8,10 @@ ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train test test-fast bench tb sweep clean
+.PHONY: help install data classifiers train test test-fast bench tb sweep search clean
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ install: $(VENV)/.installed ## Create .venv and install the project with its tes
 
 data: install ## Provision MNIST and Fashion-MNIST into DATA_DIR (default: data/), offline sources first
 	$(PY) -m src.data.provision --root $(DATA_DIR)
+
+classifiers: data ## Train (or check) the domain classifiers of the quality metrics (FID, cond_acc ...), cached in DATA_DIR/classifiers
+	$(PY) -m src.metrics.classifier --root $(DATA_DIR)
 
 train: data ## Train the default config (seed GAN, Fashion-MNIST); ARGS="model=cgan ..." to change it
 	$(PY) -m src.train paths.data_dir=$(DATA_DIR) $(ARGS)
@@ -35,8 +38,11 @@ test-fast: install ## Run the tests not marked slow
 bench: data ## Images/s side by side: seed loops vs a plain PyTorch loop vs the project (see BENCHMARKS.md)
 	$(PY) bench/bench.py --data-dir $(DATA_DIR) $(ARGS)
 
-sweep: data ## Sweep the learning rate of both optimizers over 1e-4, 2e-4, 5e-4 (Hydra multirun)
+sweep: data ## Sweep the learning rate of both optimizers over 1e-4, 2e-4, 5e-4 (Hydra multirun; summary.md ranks the jobs by FID)
 	$(PY) -m src.train --multirun paths.data_dir=$(DATA_DIR) model.lr=1e-4,2e-4,5e-4 $(ARGS)
+
+search: data ## Optuna search for the lowest FID (conf/hparams_search/optuna_fid.yaml); ARGS="hydra.sweeper.n_trials=40 ..."
+	$(PY) -m src.train hparams_search=optuna_fid paths.data_dir=$(DATA_DIR) $(ARGS)
 
 tb: install ## TensorBoard on outputs/, keeping every epoch's sample grid
 	$(VENV)/bin/tensorboard --logdir outputs --samples_per_plugin images=1000

@@ -1,11 +1,13 @@
-"""Lightning callbacks of the project: the per-epoch sample grid."""
+"""Lightning callbacks of the project: the per-epoch sample grid and the run's checkpoints."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image, ImageDraw, ImageFont
@@ -74,3 +76,17 @@ class SampleGrid(L.Callback):
     @rank_zero_only
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._write(self.render(trainer, pl_module), "final.png")
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` quiet about a folder that already holds checkpoints.
+
+    A ranked ModelCheckpoint warns at setup that its folder "exists and is not empty"; resuming
+    with ``ckpt_path=last`` in the same run folder (as the README shows) is that case by design,
+    and Lightning only learns that it is resuming after this check.
+    """
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+            super().setup(trainer, pl_module, stage)

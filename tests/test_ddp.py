@@ -61,7 +61,7 @@ def test_ddp_on_two_cpu_processes_averages_gradients_and_writes_once(cfg_factory
     assert not torch.equal(single["generator.net.0.weight"], ranks[0]["weights"]["generator.net.0.weight"])
     # Logging, checkpoints and samples were written once, by rank zero.
     assert len(list((tmp_path / "ddp" / "tensorboard").glob("events.out.tfevents.*"))) == 1
-    assert [p.name for p in (tmp_path / "ddp" / "checkpoints").iterdir()] == ["last.ckpt"]
+    assert sorted(p.name for p in (tmp_path / "ddp" / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     assert (tmp_path / "ddp" / "samples" / "final.png").is_file()
     # Same seed, same result.
     again = _run(cfg_factory, tmp_path / "again", "trainer=ddp_cpu")

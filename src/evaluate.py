@@ -1,0 +1,86 @@
+"""Score a checkpoint's samples: FID, KID, classifier score, class entropy, cond_acc (as JSON).
+
+    python -m src.evaluate ckpt_path=outputs/runs/<run>/checkpoints/best.ckpt
+    python -m src.evaluate ckpt_path=model.ckpt dataset=mnist data_dir=/scratch/data num_samples=5000
+
+With the defaults (10,000 samples, seed 0) the figures are those the ``SampleQuality`` callback
+logged as ``val/*`` for the same weights. The JSON is printed and written beside the checkpoint
+(``<ckpt>_metrics.json``). The data set defaults to that of the run the checkpoint came from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
+
+from src.checkpoint import CheckpointError, load_model
+from src.data.provision import DATASETS, raw_folder
+from src.errors import ConfigError
+from src.metrics.classifier import load_classifier, load_split
+from src.metrics.quality import QualityMetrics, fixed_inputs, generate
+
+
+def run_config(ckpt_path: Path) -> DictConfig | None:
+    """The composed config of the run that wrote ``ckpt_path`` (``<run>/checkpoints/x.ckpt``), if present."""
+    path = ckpt_path.resolve().parent.parent / ".hydra" / "config.yaml"
+    return OmegaConf.load(path) if path.is_file() else None
+
+
+def resolve_data(cfg: DictConfig) -> tuple[str, str]:
+    saved = run_config(Path(cfg.ckpt_path))
+    name = cfg.dataset or (saved.data.get("name") if saved is not None else None)
+    if name is None:
+        raise ConfigError(f"can't tell which data set {cfg.ckpt_path} was trained on (no .hydra/config.yaml beside its run): add dataset=mnist or dataset=fashion_mnist")
+    if name not in DATASETS:
+        raise ConfigError(f"dataset={name} is not one of {sorted(DATASETS)}")
+    data_dir = cfg.data_dir or (saved.paths.get("data_dir") if saved is not None else None) or "data"
+    if not raw_folder(name, data_dir).is_dir():
+        raise ConfigError(f"no {name} data under {data_dir}: run `make data` or set data_dir=")
+    return name, str(data_dir)
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    if isinstance(cfg.num_samples, bool) or not isinstance(cfg.num_samples, int) or cfg.num_samples < 2:
+        raise ConfigError(f"num_samples must be an integer of at least 2, got {cfg.num_samples}")
+    model = load_model(cfg.ckpt_path, map_location=cfg.device)
+    name, data_dir = resolve_data(cfg)
+    if model.num_classes not in (None, 10):
+        raise ConfigError(f"the model is conditional on {model.num_classes} classes but {name} has 10")
+    classifier, info = load_classifier(name, data_dir)
+    real_images, _ = load_split(name, data_dir, train=False)
+    metrics = QualityMetrics(classifier, real_images[: cfg.num_samples], batch_size=cfg.batch_size, seed=cfg.seed).to(cfg.device)
+    noise, labels = fixed_inputs(cfg.num_samples, model.latent_dim, model.num_classes, cfg.seed)
+    figures = metrics.compute(generate(model, noise, labels, cfg.batch_size), labels)
+    return {
+        "checkpoint": str(cfg.ckpt_path),
+        "data": name,
+        "num_samples": cfg.num_samples,
+        "seed": cfg.seed,
+        "classifier_test_accuracy": info["test_accuracy"],
+        **{key: (value if math.isfinite(value) else None) for key, value in figures.items()},
+    }
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    try:
+        result = evaluate(cfg)
+    except MissingMandatoryValue:
+        print(f"error: give the checkpoint: python -m src.evaluate ckpt_path=outputs/runs/<run>/checkpoints/best.ckpt", file=sys.stderr)
+        raise SystemExit(1) from None
+    except (CheckpointError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+    text = json.dumps(result, indent=2)
+    output = Path(cfg.output) if cfg.output else Path(cfg.ckpt_path).with_name(f"{Path(cfg.ckpt_path).stem}_metrics.json")
+    output.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

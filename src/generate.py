@@ -1,0 +1,87 @@
+"""Generate images from a trained checkpoint: a PNG grid and an ``.npz`` of the images.
+
+    python -m src.generate ckpt_path=outputs/runs/<run>/checkpoints/best.ckpt num_samples=64
+    python -m src.generate ckpt_path=... num_samples=100 labels=all     # cGAN: one row per class
+    python -m src.generate ckpt_path=... num_samples=16 label=7 seed=1  # cGAN: sixteen 7s
+
+The ``.npz`` holds ``images`` (N x 28 x 28 uint8, 0 = black) and ``labels`` (N int64: the class
+each image was asked for; -1 for an unconditional model). Both files go beside the checkpoint
+(``<ckpt>_n<N>_<labels>_seed<S>.png/.npz``) unless ``output=<stem>`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, MissingMandatoryValue
+from torchvision.utils import make_grid, save_image
+
+from src.checkpoint import CheckpointError, load_model
+from src.errors import ConfigError
+from src.metrics.quality import generate
+
+
+def asked_labels(model, num_samples: int, label: int | None, labels: str | None) -> torch.Tensor | None:
+    """The class of each sample: ``label`` for all, or the classes in contiguous equal blocks."""
+    if not model.conditional:
+        if label is not None or labels is not None:
+            asked = f"label={label}" if label is not None else f"labels={labels}"
+            raise ConfigError(f"{asked}: this model is unconditional, it takes no label")
+        return None
+    if label is not None and labels is not None:
+        raise ConfigError("give label=K or labels=all, not both")
+    if labels not in (None, "all"):
+        raise ConfigError(f"labels={labels}: the only choice is labels=all (or one class with label=K)")
+    if label is not None:
+        if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < model.num_classes:
+            raise ConfigError(f"label={label} is not one of this model's classes 0..{model.num_classes - 1}")
+        return torch.full((num_samples,), label, dtype=torch.long)
+    return torch.arange(num_samples) * model.num_classes // num_samples
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[-1, 1] floats (N, 1, H, W) -> (N, H, W) uint8, the inverse of the data module's normalization."""
+    return images.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).squeeze(1).cpu().numpy()
+
+
+def run(cfg: DictConfig) -> tuple[Path, Path]:
+    num_samples = cfg.num_samples
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ConfigError(f"num_samples must be a positive integer, got {num_samples}")
+    model = load_model(cfg.ckpt_path, map_location=cfg.device)
+    labels = asked_labels(model, num_samples, cfg.label, cfg.labels)
+    noise = torch.randn(num_samples, model.latent_dim, generator=torch.Generator().manual_seed(int(cfg.seed)))
+    images = generate(model, noise, labels, cfg.batch_size).cpu()
+
+    which = "all" if labels is not None and cfg.label is None else (f"label{cfg.label}" if labels is not None else "uncond")
+    stem = Path(cfg.output) if cfg.output else Path(cfg.ckpt_path).with_name(f"{Path(cfg.ckpt_path).stem}_n{num_samples}_{which}_seed{cfg.seed}")
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    # One row per class when every class is asked for; otherwise as square as possible.
+    nrow = math.ceil(num_samples / model.num_classes) if which == "all" else math.ceil(math.sqrt(num_samples))
+    png, npz = stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".npz")
+    save_image(make_grid(images, nrow=nrow, normalize=True, value_range=(-1, 1)), png)
+    asked = labels.numpy() if labels is not None else np.full(num_samples, -1, dtype=np.int64)
+    np.savez_compressed(npz, images=to_uint8(images), labels=asked)
+    return png, npz
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="generate")
+def main(cfg: DictConfig) -> None:
+    try:
+        png, npz = run(cfg)
+    except MissingMandatoryValue:
+        print(f"error: give the checkpoint: python -m src.generate ckpt_path=outputs/runs/<run>/checkpoints/best.ckpt", file=sys.stderr)
+        raise SystemExit(1) from None
+    except (CheckpointError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+    print(f"wrote {png} and {npz}")
+
+
+if __name__ == "__main__":
+    main()

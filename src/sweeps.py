@@ -1,0 +1,124 @@
+"""The sweep summary: one table per ``--multirun``, one row per job, best first.
+
+A Hydra callback (``conf/hydra/default.yaml``). After each job it records the job's overrides,
+the value ``main`` returned (the configured ``optimized_metric``) and the final metrics the run
+wrote to ``metrics.json`` in ``<job>/job_result.json``; then it rewrites ``summary.csv`` and
+``summary.md`` in the sweep folder from every job recorded so far (so a sweep cut short still
+leaves its table). A job whose value is NaN (a diverged run) or that failed ranks last.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+JOB_RESULT = "job_result.json"
+METRIC_COLUMNS = ("val/fid", "val/kid", "val/classifier_score", "val/class_entropy", "val/cond_acc", "train/d_loss", "train/g_loss")
+HIGHER_IS_BETTER = ("score", "acc", "entropy")
+
+
+def infer_direction(metric: str | None) -> str:
+    return "maximize" if metric and any(word in metric for word in HIGHER_IS_BETTER) else "minimize"
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def rank(rows: list[dict], direction: str) -> list[dict]:
+    """Best first; NaN values (diverged or failed jobs) last, in job order."""
+    sign = -1.0 if direction == "maximize" else 1.0
+
+    def key(row: dict) -> tuple:
+        value = _number(row.get("value"))
+        return (not math.isfinite(value), sign * value if math.isfinite(value) else 0.0, int(row.get("job", 0)))
+
+    return sorted(rows, key=key)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.6g}"
+    return "" if value is None else str(value)
+
+
+def write_summary(sweep_dir: Path, metric: str | None, direction: str) -> list[dict]:
+    """(Re)write ``summary.csv`` and ``summary.md`` from the sweep's ``*/job_result.json``; return the ranked rows."""
+    rows = [json.loads(path.read_text()) for path in sorted(sweep_dir.glob(f"*/{JOB_RESULT}"))]
+    if not rows:
+        return []
+    ranked = rank(rows, direction)
+    # The overrides every job shares go in the heading; the rows show what the sweep varied.
+    shared = set.intersection(*(set(row["overrides"]) for row in rows)) if len(rows) > 1 else set()
+    varied = {row["job"]: " ".join(o for o in row["overrides"] if o not in shared) or "(none)" for row in rows}
+    present = [name for name in METRIC_COLUMNS if any(name in row.get("metrics", {}) for row in rows)]
+    header = ["rank", "job", "status", "value", "overrides", *present, "dir"]
+    table = [
+        [str(i), str(row["job"]), row["status"], _cell(_number(row.get("value"))), varied[row["job"]],
+         *[_cell(row.get("metrics", {}).get(name)) for name in present], row["dir"]]
+        for i, row in enumerate(ranked, start=1)
+    ]
+    with open(sweep_dir / "summary.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(table)
+    best = "lower" if direction == "minimize" else "higher"
+    lines = [
+        f"# Sweep summary: {len(rows)} jobs, ranked by value = {metric or 'what main returned'} ({best} is better)",
+        "",
+        *([f"Every job: `{' '.join(o for o in rows[0]['overrides'] if o in shared)}`", ""] if shared else []),
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |" for line in table),
+    ]
+    (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    return ranked
+
+
+class SweepSummary(Callback):
+    """``direction``: ``minimize`` / ``maximize``, or null to infer it from ``optimized_metric``'s name."""
+
+    def __init__(self, direction: str | None = None) -> None:
+        if direction not in (None, "minimize", "maximize"):
+            raise ValueError(f"direction must be minimize, maximize or null, got {direction!r}")
+        self.direction = direction
+
+    def _direction(self, config: DictConfig) -> str:
+        return self.direction or infer_direction(config.get("optimized_metric"))
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if config.hydra.mode is None or str(config.hydra.mode) != "RunMode.MULTIRUN":
+            return
+        job_dir = Path(config.hydra.runtime.output_dir)
+        completed = job_return.status == JobStatus.COMPLETED
+        metrics_file = job_dir / "metrics.json"
+        record = {
+            "job": int(config.hydra.job.num),
+            "status": "completed" if completed else "failed",
+            "value": _number(job_return._return_value) if completed else math.nan,
+            "overrides": list(job_return.overrides or []),
+            "metrics": json.loads(metrics_file.read_text()) if metrics_file.is_file() else {},
+            "dir": job_dir.name,
+        }
+        job_dir.mkdir(parents=True, exist_ok=True)
+        (job_dir / JOB_RESULT).write_text(json.dumps(record, indent=2) + "\n")
+        write_summary(Path(config.hydra.sweep.dir), config.get("optimized_metric"), self._direction(config))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        ranked = write_summary(sweep_dir, config.get("optimized_metric"), self._direction(config))
+        if ranked:
+            log.info("sweep summary (best first): %s", sweep_dir / "summary.md")

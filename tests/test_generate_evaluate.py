@@ -1,0 +1,152 @@
+"""src.generate and src.evaluate on checkpoints of tiny training runs, and their one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+import torch
+from omegaconf import OmegaConf, open_dict
+from PIL import Image
+
+from src.checkpoint import CheckpointError
+from src.errors import ConfigError
+from src.evaluate import evaluate
+from src.generate import run as generate
+from src.train import train
+from tests.conftest import CONF_DIR, make_cfg
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory, data_root) -> dict[str, Path]:
+    """last.ckpt of a one-epoch (two-batch) run per model, in a run folder with its .hydra/config.yaml."""
+    found = {}
+    for model in ("gan", "cgan"):
+        run_dir = tmp_path_factory.mktemp(model)
+        cfg = make_cfg([f"model={model}", "data=mnist", "trainer.max_epochs=1", "+trainer.limit_train_batches=2"], run_dir, data_root)
+        (run_dir / ".hydra").mkdir()
+        (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+        train(cfg)
+        found[model] = run_dir / "checkpoints" / "last.ckpt"
+    return found
+
+
+def command_cfg(name: str, *overrides: str):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(name, overrides=list(overrides))
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    return cfg
+
+
+def test_generate_all_classes_of_a_cgan(checkpoints, tmp_path):
+    png, npz = generate(command_cfg("generate", f"ckpt_path={checkpoints['cgan']}", "num_samples=20", "labels=all", f"output={tmp_path / 'out'}"))
+    data = np.load(npz)
+    assert data["images"].shape == (20, 28, 28) and data["images"].dtype == np.uint8
+    assert data["labels"].tolist() == [k for k in range(10) for _ in range(2)]
+    assert Image.open(png).size == (2 * 30 + 2, 10 * 30 + 2)  # one row per class, two columns
+
+
+def test_generate_one_label_is_reproducible_and_seed_dependent(checkpoints, tmp_path):
+    def images(seed: int, name: str) -> np.ndarray:
+        _, npz = generate(command_cfg("generate", f"ckpt_path={checkpoints['cgan']}", "num_samples=8", "label=7", f"seed={seed}", f"output={tmp_path / name}"))
+        data = np.load(npz)
+        assert (data["labels"] == 7).all()
+        return data["images"]
+
+    assert np.array_equal(images(1, "a"), images(1, "b"))
+    assert not np.array_equal(images(1, "a"), images(2, "c"))
+
+
+def test_generate_beside_the_checkpoint_for_a_gan(checkpoints):
+    png, npz = generate(command_cfg("generate", f"ckpt_path={checkpoints['gan']}", "num_samples=9"))
+    assert png.parent == checkpoints["gan"].parent and png.is_file()
+    data = np.load(npz)
+    assert data["images"].shape == (9, 28, 28) and (data["labels"] == -1).all()
+
+
+@pytest.mark.parametrize(
+    ("model", "overrides", "error", "message"),
+    [
+        ("cgan", ["label=10"], ConfigError, "label=10 is not one of this model's classes 0..9"),
+        ("cgan", ["label=-1"], ConfigError, "label=-1 is not one of this model's classes 0..9"),
+        ("cgan", ["labels=some"], ConfigError, "labels=some"),
+        ("gan", ["label=3"], ConfigError, "label=3: this model is unconditional"),
+        ("gan", ["labels=all"], ConfigError, "labels=all: this model is unconditional"),
+        ("gan", ["num_samples=0"], ConfigError, "num_samples must be a positive integer"),
+    ],
+)
+def test_generate_refuses_bad_requests(checkpoints, tmp_path, model, overrides, error, message):
+    with pytest.raises(error, match=message):
+        generate(command_cfg("generate", f"ckpt_path={checkpoints[model]}", f"output={tmp_path / 'x'}", *overrides))
+
+
+def test_bad_checkpoints(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        generate(command_cfg("generate", f"ckpt_path={tmp_path / 'missing.ckpt'}"))
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="is truncated or corrupt"):
+        generate(command_cfg("generate", f"ckpt_path={corrupt}"))
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="not a lightning-gan checkpoint"):
+        evaluate(command_cfg("evaluate", f"ckpt_path={foreign}", "dataset=mnist"))
+
+
+@pytest.mark.parametrize("model", ["gan", "cgan"])
+def test_evaluate_scores_a_checkpoint_with_its_runs_data(checkpoints, model):
+    result = evaluate(command_cfg("evaluate", f"ckpt_path={checkpoints[model]}", "num_samples=100"))
+    assert result["data"] == "mnist" and result["num_samples"] == 100
+    for key in ("fid", "kid", "classifier_score", "class_entropy"):
+        assert isinstance(result[key], float)
+    assert ("cond_acc" in result) == (model == "cgan")
+
+
+def test_evaluate_needs_to_know_the_data_of_a_moved_checkpoint(checkpoints, tmp_path):
+    moved = tmp_path / "moved.ckpt"
+    moved.write_bytes(checkpoints["gan"].read_bytes())
+    with pytest.raises(ConfigError, match="add dataset=mnist or dataset=fashion_mnist"):
+        evaluate(command_cfg("evaluate", f"ckpt_path={moved}"))
+
+
+def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore::FutureWarning"}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+
+
+@pytest.mark.slow
+def test_commands_end_to_end(checkpoints):
+    result = run_module("src.evaluate", f"ckpt_path={checkpoints['cgan']}", "num_samples=50")
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed = json.loads(result.stdout)
+    written = json.loads(checkpoints["cgan"].with_name("last_metrics.json").read_text())
+    assert printed == written and 0.0 <= printed["cond_acc"] <= 1.0
+    result = run_module("src.generate", f"ckpt_path={checkpoints['cgan']}", "num_samples=10", "label=3")
+    assert result.returncode == 0 and "wrote" in result.stdout, result.stderr[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("module", "args", "message"),
+    [
+        ("src.generate", ["label=12"], "error: label=12 is not one of this model's classes 0..9"),
+        ("src.generate", ["ckpt_path=/nonexistent/x.ckpt"], "error: checkpoint /nonexistent/x.ckpt not found"),
+        ("src.evaluate", ["ckpt_path=/nonexistent/x.ckpt"], "error: checkpoint /nonexistent/x.ckpt not found"),
+        ("src.evaluate", ["ckpt_path=???"], "error: give the checkpoint: python -m src.evaluate ckpt_path="),
+    ],
+)
+def test_command_errors_are_one_line(checkpoints, module, args, message):
+    result = run_module(module, f"ckpt_path={checkpoints['cgan']}", *args)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr

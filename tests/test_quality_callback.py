@@ -1,0 +1,83 @@
+"""The SampleQuality callback inside real (tiny) training runs: what it logs, and the best checkpoint by FID."""
+
+from __future__ import annotations
+
+import json
+
+import lightning as L
+import pytest
+import torch
+
+from src.metrics.callback import SampleQuality
+from src.train import train
+
+QUALITY = ["val/fid", "val/kid", "val/classifier_score", "val/class_entropy"]
+TINY_TRAINING = ["trainer.max_epochs=2", "+trainer.limit_train_batches=2", "callbacks.sample_quality.num_samples=100"]
+
+
+@pytest.mark.parametrize("model", ["gan", "cgan"])
+def test_quality_metrics_are_logged_and_rank_the_best_checkpoint(cfg_factory, tmp_path, model):
+    metrics = train(cfg_factory(f"model={model}", "data=mnist", *TINY_TRAINING))
+    expected = QUALITY + (["val/cond_acc"] if model == "cgan" else [])
+    assert set(expected) <= set(metrics)
+    assert ("val/cond_acc" in metrics) == (model == "cgan")
+    assert all(torch.isfinite(torch.tensor(metrics[name])) for name in expected)
+    assert 0.0 <= metrics["val/class_entropy"] <= 3.33 and 1.0 <= metrics["val/classifier_score"] <= 10.0
+    assert (tmp_path / "checkpoints" / "best.ckpt").is_file() and (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    best = torch.load(tmp_path / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert best["callbacks"]  # ModelCheckpoint's state: monitored val/fid
+    assert any(state.get("monitor") == "val/fid" for state in best["callbacks"].values() if isinstance(state, dict))
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["val/fid"] == pytest.approx(metrics["val/fid"])
+
+
+def test_quality_every_n_epochs_and_after_the_last(cfg_factory, monkeypatch):
+    epochs = []
+    real_score = SampleQuality.score
+    monkeypatch.setattr(SampleQuality, "score", lambda self, trainer, module: epochs.append(trainer.current_epoch) or real_score(self, trainer, module))
+    train(cfg_factory("trainer.max_epochs=3", "+trainer.limit_train_batches=1", "callbacks.sample_quality.num_samples=50", "callbacks.sample_quality.every_n_epochs=2"))
+    assert epochs == [1, 2]  # the second epoch, then the last
+
+
+def test_same_weights_same_figures(cfg_factory, tmp_path):
+    """Fixed noise and labels: two identical runs log identical quality figures."""
+    first = train(cfg_factory("model=cgan", *TINY_TRAINING, output_dir=tmp_path / "first"))
+    second = train(cfg_factory("model=cgan", *TINY_TRAINING, output_dir=tmp_path / "second"))
+    assert {k: first[k] for k in QUALITY} == {k: second[k] for k in QUALITY}
+
+
+class MetricsProbe(L.Callback):
+    """Saves what each rank's trainer holds as val/* after validation (what its ModelCheckpoint compares)."""
+
+    def __init__(self, out_dir):
+        self.out_dir = out_dir
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            values = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+            (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(values))
+
+
+@pytest.mark.slow
+def test_every_ddp_rank_logs_the_figures_rank_zero_computed(cfg_factory, tmp_path):
+    cfg = cfg_factory("model=cgan", "trainer=ddp_cpu", "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1")
+    train(cfg, extra_callbacks=[MetricsProbe(tmp_path)])
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    quality = ["val/fid", "val/kid", "val/classifier_score", "val/class_entropy", "val/cond_acc"]
+    assert all(name in ranks[0] for name in quality)
+    assert {k: ranks[0][k] for k in quality} == {k: ranks[1][k] for k in quality}
+    assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_seed_experiments_reproduce_the_seeds_recipe(cfg_factory):
+    seed_gan = cfg_factory("experiment=seed_gan")
+    assert seed_gan.data.name == "fashion_mnist"  # (batch 100 too: the test fixture overrides it)
+    assert list(seed_gan.model.optimizer.betas) == [0.9, 0.999] and seed_gan.model.lr == 2e-4
+    assert seed_gan.trainer.max_epochs == 10 and seed_gan.model.generator.latent_dim == 64
+    seed_cgan = cfg_factory("experiment=seed_cgan", "data=mnist")
+    assert seed_cgan.model.generator.num_classes == 10 and seed_cgan.data.name == "mnist"
+    assert list(seed_cgan.model.optimizer.betas) == [0.9, 0.999] and seed_cgan.model.lr == 2e-4 and seed_cgan.trainer.max_epochs == 10
+    # The presets themselves: the seeds' architectures, the measured training defaults.
+    cgan = cfg_factory("model=cgan")
+    assert list(cgan.model.optimizer.betas) == [0.5, 0.999] and cgan.model.lr == 5e-4 and cgan.trainer.max_epochs == 20
+    assert list(cgan.model.generator.hidden_dims) == list(seed_cgan.model.generator.hidden_dims)

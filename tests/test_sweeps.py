@@ -1,0 +1,93 @@
+"""The sweep summary table (best first, NaN last) and the Optuna sweeper config."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from src.sweeps import JOB_RESULT, infer_direction, write_summary
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_RUN = [
+    "trainer=cpu",
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=2",
+    "data.batch_size=60",
+    "data.val_batch_size=30",
+    "data.sources=[local]",
+    "callbacks.sample_quality.num_samples=60",
+]
+
+
+def fake_job(sweep_dir: Path, num: int, value: float, status: str = "completed") -> None:
+    job_dir = sweep_dir / f"{num}_model.lr={num}e-4"
+    job_dir.mkdir(parents=True)
+    record = {"job": num, "status": status, "value": value, "overrides": [f"model.lr={num}e-4"], "metrics": {"val/fid": value, "val/kid": 0.5}, "dir": job_dir.name}
+    (job_dir / JOB_RESULT).write_text(json.dumps(record))
+
+
+def test_summary_ranks_best_first_and_diverged_or_failed_jobs_last(tmp_path):
+    for num, value, status in [(0, 30.0, "completed"), (1, math.nan, "completed"), (2, 12.5, "completed"), (3, math.nan, "failed"), (4, 20.0, "completed")]:
+        fake_job(tmp_path, num, value, status)
+    ranked = write_summary(tmp_path, "val/fid", "minimize")
+    assert [row["job"] for row in ranked] == [2, 4, 0, 1, 3]
+    with open(tmp_path / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["job"] for row in rows] == ["2", "4", "0", "1", "3"]
+    assert rows[0]["val/fid"] == "12.5" and rows[0]["overrides"] == "model.lr=2e-4" and rows[-1]["status"] == "failed"
+    markdown = (tmp_path / "summary.md").read_text()
+    assert "ranked by value = val/fid (lower is better)" in markdown
+    assert markdown.index("| 1 | 2 |") < markdown.index("| 2 | 4 |") < markdown.index("| 5 | 3 |")
+
+
+def test_summary_of_a_metric_to_maximize(tmp_path):
+    for num, value in [(0, 0.5), (1, 0.9), (2, math.nan)]:
+        fake_job(tmp_path, num, value)
+    assert infer_direction("val/cond_acc") == "maximize" and infer_direction("val/fid") == "minimize"
+    assert [row["job"] for row in write_summary(tmp_path, "val/cond_acc", infer_direction("val/cond_acc"))] == [1, 0, 2]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore::FutureWarning"}
+    return subprocess.run([sys.executable, "-m", "src.train", *args], cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
+
+
+@pytest.mark.slow
+def test_multirun_leaves_a_summary_with_a_diverged_job_last(tmp_path, data_root):
+    sweep_dir = tmp_path / "sweep"
+    # lr=1e30 diverges within the first batches: that job reports NaN and the sweep goes on.
+    result = run_cli("--multirun", "model.lr=1e-4,1e30,5e-4", f"paths.data_dir={data_root}", f"hydra.sweep.dir={sweep_dir}", "trainer.log_every_n_steps=1", *TINY_RUN)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(sweep_dir / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3
+    assert rows[-1]["overrides"] == "model.lr=1e+30" and rows[-1]["value"] == "nan"
+    finite = [float(row["value"]) for row in rows[:2]]
+    assert all(row["value"] == row["val/fid"] for row in rows[:2])
+    assert finite == sorted(finite) and all(math.isfinite(v) for v in finite)
+    assert (sweep_dir / "summary.md").is_file()
+
+
+@pytest.mark.slow
+def test_optuna_search_runs_and_summarizes(tmp_path, data_root):
+    sweep_dir = tmp_path / "optuna"
+    result = run_cli(
+        "hparams_search=optuna_fid",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.n_startup_trials=2",
+        f"paths.data_dir={data_root}",
+        f"hydra.sweep.dir={sweep_dir}",
+        *TINY_RUN,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (sweep_dir / "optimization_results.yaml").is_file()
+    with open(sweep_dir / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and all("model.lr=" in row["overrides"] for row in rows)

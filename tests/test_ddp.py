@@ -102,6 +102,6 @@ def test_torchrun_launch_trains_two_processes_and_writes_once(tmp_path, data_roo
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Starting with 2 processes" in result.stdout + result.stderr
     assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 1
-    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["last.ckpt"]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     # Each rank trained on its half of the 240 images: 4 batches of 30, two optimizer steps each.
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 8

@@ -31,25 +31,28 @@ def per_rank_seed(seed: int, epoch: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
 
 
-def ema_with_warmup(decay: float) -> Callable:
+class EmaWithWarmup:
     """An EMA update for ``AveragedModel(multi_avg_fn=...)`` whose decay ramps up to ``decay``:
     ``min(decay, (1 + n) / (10 + n))`` after n updates (TensorFlow's ExponentialMovingAverage
     with num_updates). torch's ``get_ema_multi_avg_fn`` uses ``decay`` from the first update, so
     for the first ~1/(1 - decay) G steps its average is dominated by the random initial weights
     (a grey grid after a few hundred steps at 0.995); the ramp keeps it near G's recent weights
-    until there is a history worth averaging."""
+    until there is a history worth averaging. A class, not a closure, so that the model pickles
+    (``trainer=ddp_cpu`` spawns its workers).
+    """
+
+    def __init__(self, decay: float) -> None:
+        self.decay = decay
 
     @torch.no_grad()
-    def update(ema_tensors: list[torch.Tensor], tensors: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+    def __call__(self, ema_tensors: list[torch.Tensor], tensors: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
         n = float(num_averaged)
-        weight = 1 - min(decay, (1 + n) / (10 + n))
+        weight = 1 - min(self.decay, (1 + n) / (10 + n))
         if torch.is_floating_point(ema_tensors[0]):
             torch._foreach_lerp_(ema_tensors, tensors, weight)  # what torch's own EMA update uses
         else:  # integer buffers (BatchNorm's num_batches_tracked): follow G's
             for ema_tensor, tensor in zip(ema_tensors, tensors, strict=True):
                 ema_tensor.copy_(tensor)
-
-    return update
 
 
 class GAN(L.LightningModule):
@@ -61,10 +64,12 @@ class GAN(L.LightningModule):
     no gradients for D's weights. ``trainer.global_step`` counts both optimizer steps: two per
     batch when ``n_critic=1``.
 
-    Stabilizers, all off by default (the seeds' training): ``loss`` (``bce``, ``hinge``,
+    Stabilizers, all off in this constructor's defaults (the seeds' training; the configs turn
+    on what was measured to help): ``loss`` (``bce``, ``hinge``,
     ``wgan_gp`` with its gradient penalty weighted ``gp_weight``), ``r1_gamma`` (R1 penalty on
     real images), ``label_smoothing`` (one-sided, bce only), ``ema_decay`` (an exponential moving
-    average of G's weights, used by ``sample``), ``lr_g``/``lr_d`` (TTUR).
+    average of G's weights, used by ``sample``), ``lr_g``/``lr_d`` (TTUR). ``torch_compile``
+    compiles G and D with ``torch.compile``.
     """
 
     def __init__(
@@ -84,6 +89,7 @@ class GAN(L.LightningModule):
         n_critic: int = 1,
         label_smoothing: float = 0.0,
         ema_decay: float | None = None,
+        torch_compile: bool = False,
     ) -> None:
         super().__init__()
         if generator.num_classes != discriminator.num_classes:
@@ -111,7 +117,7 @@ class GAN(L.LightningModule):
         # so the EMA G's eval mode uses statistics that follow its averaged weights.
         self.generator_ema = None
         if ema_decay is not None:
-            self.generator_ema = AveragedModel(generator, multi_avg_fn=ema_with_warmup(ema_decay), use_buffers=True)
+            self.generator_ema = AveragedModel(generator, multi_avg_fn=EmaWithWarmup(ema_decay), use_buffers=True)
             self.generator_ema.requires_grad_(False)
         # Batches trained over all epochs (saved in checkpoints): G steps on every n_critic-th one.
         self.batches_trained = 0
@@ -121,6 +127,15 @@ class GAN(L.LightningModule):
         self.register_buffer("fixed_noise", torch.randn(rows * sample_cols, self.latent_dim))
         labels = torch.arange(rows).repeat_interleave(sample_cols) if self.num_classes else torch.zeros(0, dtype=torch.long)
         self.register_buffer("fixed_labels", labels)
+
+    def setup(self, stage: str) -> None:
+        # In place (nn.Module.compile), so parameter names and checkpoints stay those of eager G
+        # and D. Not mode="reduce-overhead": its CUDA graphs reuse G's output memory while the
+        # batch's second step still needs it ("accessing tensor output of CUDAGraphs that has been
+        # overwritten"), even with cudagraph_mark_step_begin() per batch (BENCHMARKS.md).
+        if self.hparams.torch_compile:
+            self.generator.compile()
+            self.discriminator.compile()
 
     @property
     def conditional(self) -> bool:

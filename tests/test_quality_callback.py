@@ -74,6 +74,7 @@ def test_seed_experiments_reproduce_the_seeds_recipe(cfg_factory):
     assert seed_gan.data.name == "fashion_mnist"  # (batch 100 too: the test fixture overrides it)
     assert list(seed_gan.model.optimizer.betas) == [0.9, 0.999] and seed_gan.model.lr == 2e-4
     assert seed_gan.trainer.max_epochs == 10 and seed_gan.model.generator.latent_dim == 64
+    assert seed_gan.model.ema_decay is None and cfg_factory().model.ema_decay == 0.999  # the seeds sample from G itself
     seed_cgan = cfg_factory("experiment=seed_cgan", "data=mnist")
     assert seed_cgan.model.generator.num_classes == 10 and seed_cgan.data.name == "mnist"
     assert list(seed_cgan.model.optimizer.betas) == [0.9, 0.999] and seed_cgan.model.lr == 2e-4 and seed_cgan.trainer.max_epochs == 10

@@ -2,8 +2,8 @@
 
 Why not a ``DataLoader``: torchvision's ``MNIST.__getitem__`` builds a PIL image per sample and
 ``ToTensor``/``Normalize`` run per sample, which costs more than these small models' step.
-Here an epoch is one permutation and one gather per batch; normalization is torchvision's own
-``normalize`` applied to the whole batch, so values are bit-identical to the classic path.
+Here an epoch is one permutation and one gather per batch; normalization is torchvision's
+arithmetic applied to the whole batch, so values are bit-identical to the classic path.
 """
 
 from __future__ import annotations
@@ -12,14 +12,20 @@ import math
 from collections.abc import Iterator
 
 import torch
-from torchvision.transforms.functional import normalize
 
 MEAN, STD = (0.5,), (0.5,)  # maps [0, 1] to [-1, 1], the generator's Tanh range
 
 
 def to_model_range(images_u8: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 1, H, W) -> float in [-1, 1], exactly as ``ToTensor()`` then ``Normalize(MEAN, STD)``."""
-    return normalize(images_u8.float().div(255), MEAN, STD)
+    """uint8 (N, 1, H, W) -> float in [-1, 1], exactly as ``ToTensor()`` then ``Normalize(MEAN, STD)``.
+
+    The same float32 operations as torchvision's (divide by 255, subtract the mean, divide by the
+    std), so the values are bit-identical (tests/test_data.py), but with Python scalars: torchvision's
+    ``normalize`` copies mean and std to the device and checks ``(std == 0).any()`` on every call,
+    a host-device synchronization per batch that stalls a GPU's queue (BENCHMARKS.md).
+    """
+    (mean,), (std,) = MEAN, STD
+    return images_u8.float().div_(255).sub_(mean).div_(std)
 
 
 class EpochSampler:

@@ -320,9 +320,25 @@ def test_a_bad_resume_checkpoint_is_refused_before_anything_is_written(cfg_facto
 # --- The command line: exit codes and stderr (subprocesses) ----------------------------------
 
 
+_STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_runs():
+    """A test that fails while its run trains on (1000 epochs) must not leave it eating the CPU."""
+    yield
+    while _STARTED:
+        process = _STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def _cli(*args: str, **popen) -> subprocess.Popen:
     env = {**os.environ, "PYTHONWARNINGS": "ignore::FutureWarning"}
-    return subprocess.Popen([sys.executable, "-m", "src.train", *args], cwd=REPO, env=env, text=True, **popen)
+    process = subprocess.Popen([sys.executable, "-m", "src.train", *args], cwd=REPO, env=env, text=True, **popen)
+    _STARTED.append(process)
+    return process
 
 
 def _tiny_run(data_root: Path, run_dir: Path, *extra: str) -> list[str]:

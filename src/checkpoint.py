@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 import pickle
 import secrets
+import signal
+import threading
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -68,9 +70,9 @@ def _plain(config: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
 class CheckpointOnInterrupt(L.Callback):
     """On Ctrl-C or SIGTERM during fit, writes the last checkpoint (``last.ckpt``) before the run exits.
 
-    Lightning already turns both into a clean stop at the end of the current batch (SIGTERM: its
-    signal connector raises ``SIGTERMException``; Ctrl-C: ``KeyboardInterrupt``, then ``sys.exit(1)``)
-    and calls ``on_exception``; what it does not do by default is save. ``ModelCheckpoint``'s own
+    Lightning already turns both into a clean stop (SIGTERM: its signal connector raises
+    ``SIGTERMException`` at the end of the current batch; Ctrl-C: ``KeyboardInterrupt``, which this
+    callback also defers to the end of the batch, then ``sys.exit(1)``) and calls ``on_exception``; what it does not do by default is save. ``ModelCheckpoint``'s own
     ``save_on_exception`` would also save on any error, e.g. a diverged run's NaN weights over the
     last good ``last.ckpt``: this saves on an interruption only. The checkpoint is mid-epoch, so
     resuming from it continues the run but is not bit-exact (end-of-epoch checkpoints are).
@@ -79,6 +81,40 @@ class CheckpointOnInterrupt(L.Callback):
     def __init__(self) -> None:
         self.signal: str | None = None  # "SIGINT" or "SIGTERM" once interrupted
         self.saved_path: str | None = None
+        self._sigint_pending = False
+        self._handler_installed = False
+
+    # Ctrl-C. Python raises KeyboardInterrupt at whatever bytecode runs when SIGINT arrives, which
+    # can be inside a lock (the TensorBoard writer's event queue, logging's) that then stays held
+    # and hangs the shutdown: a test's SIGINT, sent just as an epoch's sample grid was logged, once
+    # left a run training on. So, as Lightning does for SIGTERM, the handler only notes the signal,
+    # and the KeyboardInterrupt is raised at the end of the current batch; a second Ctrl-C raises at once.
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, self._note_sigint)
+            self._handler_installed = True
+
+    def _note_sigint(self, signum: int, frame: Any) -> None:
+        if self._sigint_pending:
+            raise KeyboardInterrupt
+        self._sigint_pending = True
+
+    def _raise_if_interrupted(self) -> None:
+        if self._sigint_pending:
+            self._sigint_pending = False
+            raise KeyboardInterrupt
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self._raise_if_interrupted()
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self._raise_if_interrupted()
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._handler_installed and signal.getsignal(signal.SIGINT) == self._note_sigint:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        self._handler_installed = False
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, KeyboardInterrupt):

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from conftest import make_cfg, write_tiny_dataset
-from src.checkpoint import MODEL_CONFIG_KEY, AtomicCheckpointIO, load_model
+from src.checkpoint import MODEL_CONFIG_KEY, AtomicCheckpointIO, CheckpointOnInterrupt, load_model
 from src.data.provision import RAW_FILES
 from src.errors import CheckpointError, ConfigError, TrainingInterrupted
 from src.gan_module import GAN
@@ -359,6 +359,24 @@ def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> No
         assert process.poll() is None, process.communicate()[1][-3000:]
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.2)
+
+
+def test_ctrl_c_is_deferred_to_the_end_of_the_batch():
+    """A KeyboardInterrupt raised mid-step can leave a lock held (see CheckpointOnInterrupt): the
+    first Ctrl-C only takes effect at the next batch end, a second one at once."""
+    callback = CheckpointOnInterrupt()
+    callback.on_fit_start(None, None)
+    try:
+        os.kill(os.getpid(), signal.SIGINT)  # handled before kill returns: no KeyboardInterrupt here
+        with pytest.raises(KeyboardInterrupt):
+            callback.on_train_batch_end(None, None, None, None, 0)
+        callback.on_train_batch_end(None, None, None, None, 1)  # raised once, not on every later batch
+        os.kill(os.getpid(), signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        callback.teardown(None, None, "fit")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 @pytest.mark.slow

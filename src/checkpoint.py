@@ -87,7 +87,7 @@ class CheckpointOnInterrupt(L.Callback):
     # Ctrl-C. Python raises KeyboardInterrupt at whatever bytecode runs when SIGINT arrives, which
     # can be inside a lock (the TensorBoard writer's event queue, logging's) that then stays held
     # and hangs the shutdown: a test's SIGINT, sent just as an epoch's sample grid was logged, once
-    # left a run training on. So, as Lightning does for SIGTERM, the handler only notes the signal,
+    # left a run training on in CI (the likeliest cause). So, as Lightning does for SIGTERM, the handler only notes the signal,
     # and the KeyboardInterrupt is raised at the end of the current batch; a second Ctrl-C raises at once.
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -84,11 +84,12 @@ class CheckpointOnInterrupt(L.Callback):
         self._sigint_pending = False
         self._handler_installed = False
 
-    # Ctrl-C. Python raises KeyboardInterrupt at whatever bytecode runs when SIGINT arrives, which
-    # can be inside a lock (the TensorBoard writer's event queue, logging's) that then stays held
-    # and hangs the shutdown: a test's SIGINT, sent just as an epoch's sample grid was logged, once
-    # left a run training on in CI (the likeliest cause). So, as Lightning does for SIGTERM, the handler only notes the signal,
-    # and the KeyboardInterrupt is raised at the end of the current batch; a second Ctrl-C raises at once.
+    # Ctrl-C. Python raises KeyboardInterrupt at whatever bytecode runs when SIGINT arrives. Inside
+    # torch.save (an epoch-end checkpoint) it breaks the zip writer, whose cleanup then raises
+    # "RuntimeError: unexpected pos", so the run ended in a traceback with no interrupt checkpoint
+    # (seen in tests/test_reliability.py's SIGINT test). So, as Lightning does for SIGTERM, the
+    # handler only notes the signal, and the KeyboardInterrupt is raised at the end of the current
+    # batch; a second Ctrl-C raises at once.
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:

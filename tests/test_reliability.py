@@ -336,7 +336,14 @@ def _no_leftover_runs():
 
 def _cli(*args: str, **popen) -> subprocess.Popen:
     env = {**os.environ, "PYTHONWARNINGS": "ignore::FutureWarning"}
-    process = subprocess.Popen([sys.executable, "-m", "src.train", *args], cwd=REPO, env=env, text=True, **popen)
+    # Tests started in the background (`cmd &` in a script, nohup) inherit SIGINT ignored, and an
+    # ignored signal stays ignored across exec: the Ctrl-C test's run would never see its signal
+    # and train on. A handler, unlike SIG_IGN, is reset to the default on exec.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen([sys.executable, "-m", "src.train", *args], cwd=REPO, env=env, text=True, **popen)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     _STARTED.append(process)
     return process
 
@@ -365,6 +372,8 @@ def test_ctrl_c_is_deferred_to_the_end_of_the_batch():
     """A KeyboardInterrupt raised mid-step can leave a lock held (see CheckpointOnInterrupt): the
     first Ctrl-C only takes effect at the next batch end, a second one at once."""
     callback = CheckpointOnInterrupt()
+    # What a Python program starts with (a process started in the background inherits SIGINT ignored).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     callback.on_fit_start(None, None)
     try:
         os.kill(os.getpid(), signal.SIGINT)  # handled before kill returns: no KeyboardInterrupt here
@@ -376,7 +385,9 @@ def test_ctrl_c_is_deferred_to_the_end_of_the_batch():
             os.kill(os.getpid(), signal.SIGINT)
     finally:
         callback.teardown(None, None, "fit")
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        restored = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, previous)
+    assert restored is signal.default_int_handler
 
 
 @pytest.mark.slow

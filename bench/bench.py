@@ -221,6 +221,8 @@ def run_plain(preset: str, args) -> float:
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
+        if gan.generator_ema is not None:  # model.ema_decay (on in gan/cgan): part of the project's step
+            gan.generator_ema.update_parameters(G)
 
     return _timed(loader, step, args.warmup, args.batches, device)
 

@@ -1,5 +1,13 @@
 """Errors that are the user's to fix: the command line prints them as one line, no traceback."""
 
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from omegaconf import MissingMandatoryValue
+
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the key and what it accepts."""
@@ -21,3 +29,17 @@ class TrainingInterrupted(RuntimeError):
         self.signal_name = signal_name
         # The shell's convention for a process stopped by a signal: 128 + its number.
         self.exit_code = 130 if signal_name == "SIGINT" else 143
+
+
+@contextmanager
+def checkpoint_command_errors(command: str) -> Iterator[None]:
+    """For the commands that read a checkpoint (``src.generate``, ``src.evaluate``): a missing
+    ``ckpt_path`` or a bad checkpoint or value ends the command with one ``error:`` line, exit 1."""
+    try:
+        yield
+    except MissingMandatoryValue:
+        print(f"error: give the checkpoint: python -m {command} ckpt_path=outputs/runs/<run>/checkpoints/best.ckpt", file=sys.stderr)
+        raise SystemExit(1) from None
+    except ConfigError as err:  # CheckpointError included
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from src.checkpoint import CheckpointError, load_model
+from src.checkpoint import load_model
 from src.data.provision import DATASETS, raw_folder
-from src.errors import ConfigError
+from src.errors import ConfigError, checkpoint_command_errors
 from src.metrics.classifier import load_classifier, load_split
 from src.metrics.quality import QualityMetrics, fixed_inputs, generate
 
@@ -68,14 +67,8 @@ def evaluate(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    try:
+    with checkpoint_command_errors("src.evaluate"):
         result = evaluate(cfg)
-    except MissingMandatoryValue:
-        print(f"error: give the checkpoint: python -m src.evaluate ckpt_path=outputs/runs/<run>/checkpoints/best.ckpt", file=sys.stderr)
-        raise SystemExit(1) from None
-    except (CheckpointError, ConfigError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
     text = json.dumps(result, indent=2)
     output = Path(cfg.output) if cfg.output else Path(cfg.ckpt_path).with_name(f"{Path(cfg.ckpt_path).stem}_metrics.json")
     output.write_text(text + "\n")

@@ -12,17 +12,16 @@ each image was asked for; -1 for an unconditional model). Both files go beside t
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, MissingMandatoryValue
+from omegaconf import DictConfig
 from torchvision.utils import make_grid, save_image
 
-from src.checkpoint import CheckpointError, load_model
-from src.errors import ConfigError
+from src.checkpoint import load_model
+from src.errors import ConfigError, checkpoint_command_errors
 from src.metrics.quality import generate
 
 
@@ -72,14 +71,8 @@ def run(cfg: DictConfig) -> tuple[Path, Path]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="generate")
 def main(cfg: DictConfig) -> None:
-    try:
+    with checkpoint_command_errors("src.generate"):
         png, npz = run(cfg)
-    except MissingMandatoryValue:
-        print(f"error: give the checkpoint: python -m src.generate ckpt_path=outputs/runs/<run>/checkpoints/best.ckpt", file=sys.stderr)
-        raise SystemExit(1) from None
-    except (CheckpointError, ConfigError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
     print(f"wrote {png} and {npz}")
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +71,10 @@ def cfg_factory(tmp_path, data_root):
         return make_cfg(list(overrides), output_dir or tmp_path, data_root)
 
     return factory
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """``python -m src.train ARGS`` from the repository root, as a user runs it; output captured."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore::FutureWarning"}
+    repo = Path(__file__).resolve().parents[1]
+    return subprocess.run([sys.executable, "-m", "src.train", *args], cwd=repo, capture_output=True, text=True, timeout=900, env=env)

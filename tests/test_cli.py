@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import run_cli
+
 TINY_RUN = [
     "trainer=cpu",
     "trainer.max_epochs=1",
@@ -19,11 +15,6 @@ TINY_RUN = [
     "data.val_batch_size=30",
     "data.sources=[local]",
 ]
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore::FutureWarning"}
-    return subprocess.run([sys.executable, "-m", "src.train", *args], cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
 
 
 @pytest.mark.slow

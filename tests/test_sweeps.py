@@ -5,16 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import run_cli
 from src.sweeps import JOB_RESULT, infer_direction, write_summary
 
-REPO = Path(__file__).resolve().parents[1]
 TINY_RUN = [
     "trainer=cpu",
     "trainer.max_epochs=1",
@@ -52,11 +49,6 @@ def test_summary_of_a_metric_to_maximize(tmp_path):
         fake_job(tmp_path, num, value)
     assert infer_direction("val/cond_acc") == "maximize" and infer_direction("val/fid") == "minimize"
     assert [row["job"] for row in write_summary(tmp_path, "val/cond_acc", infer_direction("val/cond_acc"))] == [1, 0, 2]
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore::FutureWarning"}
-    return subprocess.run([sys.executable, "-m", "src.train", *args], cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
 
 
 @pytest.mark.slow

@@ -18,9 +18,9 @@ import lightning as L
 import numpy as np
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel
 
 from src import losses
+from src.ema import GeneratorEma
 from src.errors import ConfigError, NonFiniteLossError
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -29,30 +29,6 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 def per_rank_seed(seed: int, epoch: int, rank: int) -> int:
     """A well-mixed seed for one (run, epoch, rank): ranks draw different noise, resumes the same."""
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
-
-
-class EmaWithWarmup:
-    """An EMA update for ``AveragedModel(multi_avg_fn=...)`` whose decay ramps up to ``decay``:
-    ``min(decay, (1 + n) / (10 + n))`` after n updates (TensorFlow's ExponentialMovingAverage
-    with num_updates). torch's ``get_ema_multi_avg_fn`` uses ``decay`` from the first update, so
-    for the first ~1/(1 - decay) G steps its average is dominated by the random initial weights
-    (a grey grid after a few hundred steps at 0.995); the ramp keeps it near G's recent weights
-    until there is a history worth averaging. A class, not a closure, so that the model pickles
-    (``trainer=ddp_cpu`` spawns its workers).
-    """
-
-    def __init__(self, decay: float) -> None:
-        self.decay = decay
-
-    @torch.no_grad()
-    def __call__(self, ema_tensors: list[torch.Tensor], tensors: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
-        n = float(num_averaged)
-        weight = 1 - min(self.decay, (1 + n) / (10 + n))
-        if torch.is_floating_point(ema_tensors[0]):
-            torch._foreach_lerp_(ema_tensors, tensors, weight)  # what torch's own EMA update uses
-        else:  # integer buffers (BatchNorm's num_batches_tracked): follow G's
-            for ema_tensor, tensor in zip(ema_tensors, tensors, strict=True):
-                ema_tensor.copy_(tensor)
 
 
 class GAN(L.LightningModule):
@@ -108,17 +84,13 @@ class GAN(L.LightningModule):
         # One D pass over real and fake together is only exact when no D layer mixes the rows of
         # a batch; a D with batch statistics (BatchNorm) sees the two batches apart.
         self.d_mixes_batch_rows = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules())
-        # The EMA of G: torch's AveragedModel, held as a submodule so that it is saved in
-        # checkpoints and moved to the device with G. Lightning's EMAWeightAveraging callback does
-        # not fit: it averages the whole LightningModule (D too), counts updates by
+        # The EMA of G (src/ema.py, a torch AveragedModel), held as a submodule so that it is
+        # saved in checkpoints and moved to the device with G. Lightning's EMAWeightAveraging
+        # callback does not fit: it averages the whole LightningModule (D too), counts updates by
         # trainer.global_step (which the D steps advance too) and swaps the average into the
         # trained model for validation and at the end of training, so a resumed run would go on
-        # training from the averaged G. Buffers (BatchNorm's running statistics) are averaged too,
-        # so the EMA G's eval mode uses statistics that follow its averaged weights.
-        self.generator_ema = None
-        if ema_decay is not None:
-            self.generator_ema = AveragedModel(generator, multi_avg_fn=EmaWithWarmup(ema_decay), use_buffers=True)
-            self.generator_ema.requires_grad_(False)
+        # training from the averaged G.
+        self.generator_ema = None if ema_decay is None else GeneratorEma(generator, ema_decay)
         # Batches trained over all epochs (saved in checkpoints): G steps on every n_critic-th one.
         self.batches_trained = 0
         # Fixed noise for the sample grids, drawn once (after seeding) and kept in checkpoints,
@@ -235,30 +207,32 @@ class GAN(L.LightningModule):
         # more than a whole step of the seed GAN: log only on the steps the loggers will write.
         if not self.trainer._logger_connector.should_update_logs:
             return
-        self._stop_if_nonfinite({"train/d_loss": d_total, "train/g_loss": g_loss}, batch_idx)
         metrics = {
-            "train/d_loss": d_loss.detach(),
+            "train/d_loss": d_loss,
             "train/d_real": self._scores(d_real_logits.detach()),
             "train/d_fake": self._scores(d_fake_logits.detach()),
-            **{name: value.detach() for name, value in penalties.items()},
+            **penalties,
         }
         # With n_critic > 1, g_loss exists on the batches that took a G step: on every logging
         # step when log_every_n_steps is a multiple of n_critic.
         if g_loss is not None:
-            metrics["train/g_loss"] = g_loss.detach()
-        self.log_dict(metrics, prog_bar=True, batch_size=real.size(0))
+            metrics["train/g_loss"] = g_loss
+        # One read from the device for all of them, and Lightning is given host tensors: it
+        # converts the progress bar's values with .item() after every batch, not only on logging
+        # steps, and each .item() of a GPU tensor waits until the GPU has run all queued work.
+        values = torch.stack([value.detach().float() for value in metrics.values()]).cpu()
+        host_metrics = dict(zip(metrics, values.unbind(), strict=True))
+        self._stop_if_nonfinite(host_metrics, batch_idx)
+        self.log_dict(host_metrics, prog_bar=True, batch_size=real.size(0))
 
-    def _stop_if_nonfinite(self, named_losses: dict[str, torch.Tensor | None], batch_idx: int) -> None:
-        """Stop a diverged run. Checked on logging steps only: a check reads the loss back from the
-        device, and once a loss is NaN the weights stay NaN, so it is still caught within
+    def _stop_if_nonfinite(self, host_metrics: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Stop a diverged run. Checked on logging steps only, on the values read back for logging:
+        once a loss is NaN the weights stay NaN, so it is still caught within
         ``log_every_n_steps`` batches and never trained on silently."""
-        for name, loss in named_losses.items():
-            if loss is None:
-                continue
-            value = float(loss.detach())
+        for name, value in host_metrics.items():
             if not math.isfinite(value):
                 raise NonFiniteLossError(
-                    f"{name} became {value} at batch {batch_idx} (epoch {self.current_epoch}): training diverged; "
+                    f"{name} became {float(value)} at batch {batch_idx} (epoch {self.current_epoch}): training diverged; "
                     "lower model.lr or resume from an earlier checkpoint"
                 )
 

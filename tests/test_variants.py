@@ -9,12 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from torch.optim.swa_utils import AveragedModel
 
 from src import losses
 from src.errors import ConfigError
 from src.models import DCGANDiscriminator, DCGANGenerator
 from src.train import train
-from tests.test_gan_step import StepRecorder
+from tests.test_gan_step import HostReads, StepRecorder
 
 EXPERIMENTS = sorted(path.stem for path in (Path(__file__).resolve().parents[1] / "conf" / "experiment").glob("dcgan*.yaml"))
 TRAINER = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
@@ -105,6 +106,49 @@ def test_ema_moves_toward_g_by_one_minus_decay_after_a_warmup(cfg_factory):
         decay = min(0.9, (1 + n) / (10 + n))  # ramps up from 2/11, reaches 0.9 at n = 80
         for before, g, e in zip(gap_before, generator.parameters(), ema.module.parameters(), strict=True):
             assert torch.allclose(g - e, decay * before, rtol=1e-4, atol=1e-4), n  # 1 - decay of the way toward G
+
+
+def _ramped_ema_reference(generator: torch.nn.Module, decay: float) -> AveragedModel:
+    """torch's AveragedModel with the same ramped decay, the straightforward (syncing) way."""
+
+    def ramped_lerp(averaged, current, num_averaged):
+        n = float(num_averaged)
+        if averaged[0].is_floating_point():
+            torch._foreach_lerp_(averaged, current, 1 - min(decay, (1 + n) / (10 + n)))
+        else:
+            torch._foreach_copy_(averaged, current)
+
+    return AveragedModel(generator, multi_avg_fn=ramped_lerp, use_buffers=True)
+
+
+def test_ema_matches_torchs_averaged_model_reads_nothing_back_and_resumes_its_count(cfg_factory, monkeypatch):
+    gan = instantiate(cfg_factory("model=dcgan_cond", "model.ema_decay=0.9").model)  # G with BatchNorm buffers
+    generator, ema = gan.generator, gan.generator_ema
+    reference = _ramped_ema_reference(generator, 0.9)
+    host_reads = HostReads(monkeypatch)
+    z, labels = torch.randn(8, generator.latent_dim), torch.arange(8)
+    for _ in range(12):
+        generator(z, labels).mean().backward()  # train mode: BatchNorm's statistics move too
+        with torch.no_grad():
+            for p in generator.parameters():
+                p.sub_(0.1 * p.grad)
+        generator.zero_grad()
+        host_reads.active = True
+        ema.update_parameters(generator)
+        host_reads.active = False
+        reference.update_parameters(generator)
+    assert host_reads.reads == []
+    assert ema.state_dict().keys() == reference.state_dict().keys()
+    for name, value in ema.state_dict().items():
+        assert torch.equal(value, reference.state_dict()[name]), name
+    # A resumed run continues the ramp from the checkpoint's count, not from a first update.
+    resumed = instantiate(cfg_factory("model=dcgan_cond", "model.ema_decay=0.9").model).generator_ema
+    resumed.load_state_dict(ema.state_dict())
+    for averaged in (resumed, reference):
+        averaged.update_parameters(generator)
+    assert int(resumed.n_averaged) == 13
+    for name, value in resumed.state_dict().items():
+        assert torch.equal(value, reference.state_dict()[name]), name
 
 
 def test_ema_is_updated_after_each_g_step_and_sampled_from(cfg_factory):

@@ -6,6 +6,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from src.callbacks import RunCheckpoint
 from src.errors import NonFiniteLossError
 from src.train import train
 
@@ -59,3 +60,11 @@ def test_nonfinite_loss_stops_with_the_batch_and_loss_named(cfg_factory):
     cfg = cfg_factory("model.lr=1e30", "trainer.max_epochs=2")
     with pytest.raises(NonFiniteLossError, match=r"train/(d|g)_loss became (nan|inf|-inf) at batch \d+ \(epoch \d\)"):
         train(cfg)
+
+
+def test_checkpoint_callbacks_keep_distinct_state_keys_formatted_once():
+    # A checkpoint stores each callback's state under its state_key; resuming finds it there.
+    last, best = RunCheckpoint(filename="last"), RunCheckpoint(filename="best", monitor="val/fid", mode="min", every_n_epochs=2)
+    assert best.state_key == "RunCheckpoint{'monitor': 'val/fid', 'mode': 'min', 'every_n_train_steps': 0, 'every_n_epochs': 2, 'train_time_interval': None}"
+    assert last.state_key != best.state_key
+    assert best.state_key is best.state_key

@@ -190,6 +190,7 @@ def run_plain(preset: str, args) -> float:
 
     from src import losses
     from src.data.loaders import EpochSampler, TensorLoader
+    from src.devices import skip_nvml_probe_without_gpu
     from src.gan_module import GAN
 
     device = torch.device(args.device)
@@ -200,6 +201,7 @@ def run_plain(preset: str, args) -> float:
     train_set = datamodule.train_set
     loader = TensorLoader(train_set.data.unsqueeze(1), train_set.targets, datamodule.batch_size, EpochSampler(len(train_set), True, 0), device)
     gan: GAN = instantiate(cfg.model).to(device)
+    skip_nvml_probe_without_gpu()  # what GAN.setup does in the project's runs
     G, D = gan.generator, gan.discriminator
     opt_g, opt_d = gan.configure_optimizers()
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from src import losses
+from src.devices import skip_nvml_probe_without_gpu
 from src.ema import GeneratorEma
 from src.errors import ConfigError, NonFiniteLossError
 
@@ -101,6 +102,7 @@ class GAN(L.LightningModule):
         self.register_buffer("fixed_labels", labels)
 
     def setup(self, stage: str) -> None:
+        skip_nvml_probe_without_gpu()  # in every process: DDP's workers import Lightning afresh
         # In place (nn.Module.compile), so parameter names and checkpoints stay those of eager G
         # and D. Not mode="reduce-overhead": its CUDA graphs reuse G's output memory while the
         # batch's second step still needs it ("accessing tensor output of CUDAGraphs that has been

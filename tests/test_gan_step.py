@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import lightning as L
 import pytest
 import torch
@@ -165,3 +167,28 @@ def test_training_step_reads_from_the_device_once_per_logging_step_and_never_oth
     assert {batch: reads for batch, reads in per_batch.reads.items() if batch not in per_batch.logging_batches} == {b: [] for b in (0, 1, 3, 4, 6)}
     for batch in per_batch.logging_batches:
         assert per_batch.reads[batch][0] == "cpu" and per_batch.reads[batch].count("cpu") == 1, per_batch.reads[batch]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="about machines without a GPU")
+def test_without_a_gpu_optimizer_steps_stop_looking_for_nvml(cfg_factory, monkeypatch):
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # what importing Lightning sets
+    probes = {"setup": 0, "training": 0}
+    phase = {"now": "setup"}
+    nvml_device_count = torch.cuda._device_count_nvml
+
+    def counted_probe():
+        probes[phase["now"]] += 1
+        return nvml_device_count()
+
+    class Phase(L.Callback):
+        def on_train_start(self, trainer, pl_module) -> None:
+            phase["now"] = "training"
+
+    monkeypatch.setattr(torch.cuda, "_device_count_nvml", counted_probe)
+    cfg = cfg_factory("model=gan")
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=4, limit_val_batches=0, callbacks=[Phase()], logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(instantiate(cfg.model), datamodule=instantiate(cfg.data))
+    # Before training, NVML finds no GPU; the 8 optimizer steps that follow no longer ask it
+    # (each step() checks whether a GPU is capturing a CUDA graph).
+    assert probes["setup"] >= 1 and probes["training"] == 0 and trainer.global_step == 8
+    assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "0"

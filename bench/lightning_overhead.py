@@ -1,0 +1,144 @@
+"""Where Lightning's per-batch time goes in the project's training, in one process.
+
+    python bench/lightning_overhead.py                          # default gan, Fashion-MNIST, CPU
+    python bench/lightning_overhead.py model=cgan
+    python bench/lightning_overhead.py --nvml-probe             # with torch's per-step NVML probe back on
+
+Arguments other than ``--nvml-probe`` are Hydra overrides of `conf/train.yaml`. It prints:
+
+- the project's ``training_step`` against the same step written as a plain PyTorch loop (the
+  one in bench/bench.py) on the same G, D, optimizers and batch, alternating blocks of 200
+  steps inside the running Trainer: the cost of ``manual_backward``, the optimizer wrappers and
+  their hooks;
+- the cost of one round of callback hooks (Lightning calls every callback for every hook) and
+  of one LightningModule hook;
+- then, over the real training loop, the median time per batch around ``training_step`` (the
+  batch-start and batch-end hooks) and between batches (fetching the next batch, Lightning's
+  bookkeeping).
+
+``--nvml-probe`` sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` again after ``GAN.setup`` (what
+importing Lightning does; see src/devices.py), to measure what torch's probe costs per step.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.trainer import call
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def _median_ms(step, blocks: int = 5, steps: int = 200) -> float:
+    times = []
+    for _ in range(blocks):
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        times.append((time.perf_counter() - start) / steps * 1e3)
+    return statistics.median(times)
+
+
+class Overhead(L.Callback):
+    def __init__(self, nvml_probe: bool, batches_to_skip: int = 50) -> None:
+        self.nvml_probe = nvml_probe
+        self.skip = batches_to_skip
+        self.around: list[float] = []
+        self.between: list[float] = []
+        self._start = self._end = 0.0
+
+    def on_train_start(self, trainer, gan) -> None:
+        from src import losses
+
+        if self.nvml_probe:
+            os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
+        G, D = gan.generator, gan.discriminator
+        opt_g, opt_d = trainer.optimizers  # the torch optimizers (self.optimizers() wraps them)
+        real, real_labels = next(iter(trainer.datamodule.train_dataloader()))
+        labels = real_labels if gan.conditional else None
+
+        def plain_step() -> None:  # bench/bench.py's plain loop
+            z, fake_labels = gan._draw(real.size(0))
+            fake = G(z, fake_labels)
+            D.requires_grad_(True)
+            G.requires_grad_(False)
+            d_real, d_fake = gan._discriminate_real_and_fake(real, labels, fake.detach(), fake_labels)
+            d_loss = losses.d_loss("bce", d_real, d_fake)
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            D.requires_grad_(False)
+            G.requires_grad_(True)
+            g_loss = losses.g_loss("bce", D(fake, fake_labels))
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_g.step()
+            if gan.generator_ema is not None:
+                gan.generator_ema.update_parameters(G)
+            D.requires_grad_(True)  # as Lightning's toggling leaves them
+
+        def lightning_step() -> None:
+            gan.training_step((real, real_labels), 1)
+
+        for _ in range(20):
+            plain_step()
+            lightning_step()
+        plain, lightning = [], []
+        for _ in range(3):
+            plain.append(_median_ms(plain_step))
+            lightning.append(_median_ms(lightning_step))
+        plain_ms, lightning_ms = statistics.median(plain), statistics.median(lightning)
+        print(f"step: plain {plain_ms:.3f} ms, training_step {lightning_ms:.3f} ms (+{lightning_ms - plain_ms:.3f} ms)")
+        loss = torch.zeros(())
+        rounds = 2000
+        start = time.perf_counter()
+        for _ in range(rounds):
+            call._call_callback_hooks(trainer, "on_before_backward", loss)
+        per_round = (time.perf_counter() - start) / rounds * 1e6
+        start = time.perf_counter()
+        for _ in range(rounds):
+            call._call_lightning_module_hook(trainer, "on_before_backward", loss)
+        per_module_hook = (time.perf_counter() - start) / rounds * 1e6
+        names = ", ".join(type(callback).__name__ for callback in trainer.callbacks)
+        print(f"one round of callback hooks: {per_round:.1f} µs over {len(trainer.callbacks)} callbacks ({names}); one LightningModule hook: {per_module_hook:.1f} µs")
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._start = time.perf_counter()
+        if batch_idx > self.skip:
+            self.between.append(self._start - self._end)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._end = time.perf_counter()
+        if batch_idx >= self.skip:
+            self.around.append(self._end - self._start)
+
+
+def main(argv: list[str]) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from src.train import train
+
+    nvml_probe = "--nvml-probe" in argv
+    overrides = [arg for arg in argv if arg != "--nvml-probe"]
+    defaults = ["trainer.max_epochs=1", "+trainer.limit_train_batches=500", "+trainer.limit_val_batches=0", "+trainer.num_sanity_val_steps=0"]
+    given = {o.split("=")[0].lstrip("+") for o in overrides}
+    output = [] if "paths.output_dir" in given else [f"paths.output_dir={tempfile.mkdtemp(prefix='lightning-overhead-')}"]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[*(d for d in defaults if d.split("=")[0].lstrip("+") not in given), *output, *overrides])
+    overhead = Overhead(nvml_probe)
+    train(cfg, extra_callbacks=[overhead])
+    print(f"torch={torch.__version__} threads={torch.get_num_threads()} nvml_probe={nvml_probe} overrides={overrides}")
+    print(f"per batch of the training loop: {statistics.median(overhead.around) * 1e3:.3f} ms from batch start to batch end "
+          f"(training_step and its hooks), {statistics.median(overhead.between) * 1e3:.3f} ms between batches (fetch, bookkeeping)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -185,25 +185,11 @@ def run_seed(preset: str, args) -> float:
 # --- (b) the project's step without Lightning ---------------------------------------------
 
 
-def run_plain(preset: str, args) -> float:
-    from hydra.utils import instantiate
-
+def plain_step(gan, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer):
+    """The project's training step (GAN.training_step, bce) as a bare PyTorch function of a batch."""
     from src import losses
-    from src.data.loaders import EpochSampler, TensorLoader
-    from src.devices import skip_nvml_probe_without_gpu
-    from src.gan_module import GAN
 
-    device = torch.device(args.device)
-    cfg = _compose(preset, args.data_dir, [f"data.batch_size={SEED_BATCH_SIZE}", *args.override])
-    datamodule = instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    train_set = datamodule.train_set
-    loader = TensorLoader(train_set.data.unsqueeze(1), train_set.targets, datamodule.batch_size, EpochSampler(len(train_set), True, 0), device)
-    gan: GAN = instantiate(cfg.model).to(device)
-    skip_nvml_probe_without_gpu()  # what GAN.setup does in the project's runs
     G, D = gan.generator, gan.discriminator
-    opt_g, opt_d = gan.configure_optimizers()
 
     def step(batch):
         real, real_labels = batch
@@ -226,7 +212,26 @@ def run_plain(preset: str, args) -> float:
         if gan.generator_ema is not None:  # model.ema_decay (on in gan/cgan): part of the project's step
             gan.generator_ema.update_parameters(G)
 
-    return _timed(loader, step, args.warmup, args.batches, device)
+    return step
+
+
+def run_plain(preset: str, args) -> float:
+    from hydra.utils import instantiate
+
+    from src.data.loaders import EpochSampler, TensorLoader
+    from src.devices import skip_nvml_probe_without_gpu
+    from src.gan_module import GAN
+
+    device = torch.device(args.device)
+    cfg = _compose(preset, args.data_dir, [f"data.batch_size={SEED_BATCH_SIZE}", *args.override])
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    train_set = datamodule.train_set
+    loader = TensorLoader(train_set.data.unsqueeze(1), train_set.targets, datamodule.batch_size, EpochSampler(len(train_set), True, 0), device)
+    gan: GAN = instantiate(cfg.model).to(device)
+    skip_nvml_probe_without_gpu()  # what GAN.setup does in the project's runs
+    return _timed(loader, plain_step(gan, *gan.configure_optimizers()), args.warmup, args.batches, device)
 
 
 # --- (c) the project through Lightning -----------------------------------------------------

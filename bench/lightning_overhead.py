@@ -6,8 +6,8 @@
 
 Arguments other than ``--nvml-probe`` are Hydra overrides of `conf/train.yaml`. It prints:
 
-- the project's ``training_step`` against the same step written as a plain PyTorch loop (the
-  one in bench/bench.py) on the same G, D, optimizers and batch, alternating blocks of 200
+- the project's ``training_step`` against the same step as a plain PyTorch function (``plain_step``
+  of bench/bench.py) on the same G, D, optimizers and batch, alternating blocks of 200
   steps inside the running Trainer: the cost of ``manual_backward``, the optimizer wrappers and
   their hooks;
 - the cost of one round of callback hooks (Lightning calls every callback for every hook) and
@@ -56,37 +56,19 @@ class Overhead(L.Callback):
         self._start = self._end = 0.0
 
     def on_train_start(self, trainer, gan) -> None:
-        from src import losses
+        from bench import plain_step as bare_step
 
         if self.nvml_probe:
             os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
-        G, D = gan.generator, gan.discriminator
-        opt_g, opt_d = trainer.optimizers  # the torch optimizers (self.optimizers() wraps them)
-        real, real_labels = next(iter(trainer.datamodule.train_dataloader()))
-        labels = real_labels if gan.conditional else None
+        batch = next(iter(trainer.datamodule.train_dataloader()))
+        step = bare_step(gan, *trainer.optimizers)  # the torch optimizers (self.optimizers() wraps them)
 
-        def plain_step() -> None:  # bench/bench.py's plain loop
-            z, fake_labels = gan._draw(real.size(0))
-            fake = G(z, fake_labels)
-            D.requires_grad_(True)
-            G.requires_grad_(False)
-            d_real, d_fake = gan._discriminate_real_and_fake(real, labels, fake.detach(), fake_labels)
-            d_loss = losses.d_loss("bce", d_real, d_fake)
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-            D.requires_grad_(False)
-            G.requires_grad_(True)
-            g_loss = losses.g_loss("bce", D(fake, fake_labels))
-            opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            opt_g.step()
-            if gan.generator_ema is not None:
-                gan.generator_ema.update_parameters(G)
-            D.requires_grad_(True)  # as Lightning's toggling leaves them
+        def plain_step() -> None:
+            step(batch)
+            gan.discriminator.requires_grad_(True)  # as Lightning's toggling expects to find it
 
         def lightning_step() -> None:
-            gan.training_step((real, real_labels), 1)
+            gan.training_step(batch, 1)
 
         for _ in range(20):
             plain_step()

@@ -39,15 +39,21 @@ class StepRecorder(L.Callback):
         self.events.append((name, _changed(self._g, pl_module.generator), _changed(self._d, pl_module.discriminator)))
 
 
-class HostReads:
+class HostReads(L.Callback):
     """Counts the tensor methods that copy a value back to the host: on a GPU each of them waits
-    until every queued kernel has run, so a training step should make none it can avoid."""
+    until every queued kernel has run, so a training step should make none it can avoid.
+
+    Counts while ``active``; as a callback, it records each training batch's reads (its step and
+    hooks) in ``per_batch`` and notes which batches were logging steps.
+    """
 
     METHODS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__")
 
     def __init__(self, monkeypatch) -> None:
         self.reads: list[str] = []
         self.active = False
+        self.per_batch: dict[int, list[str]] = {}
+        self.logging_batches: set[int] = set()
         for name in self.METHODS:
             monkeypatch.setattr(torch.Tensor, name, self._counted(name, getattr(torch.Tensor, name)))
 
@@ -59,25 +65,14 @@ class HostReads:
 
         return counted
 
-    def during_training_steps(self) -> L.Callback:
-        """A callback that counts the reads of each batch's training step, keyed by batch."""
-        counter = self
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer._logger_connector.should_update_logs:
+            self.logging_batches.add(batch_idx)
+        self.reads, self.active = [], True
 
-        class PerBatch(L.Callback):
-            def __init__(self) -> None:
-                self.reads: dict[int, list[str]] = {}
-                self.logging_batches: set[int] = set()
-
-            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-                if trainer._logger_connector.should_update_logs:
-                    self.logging_batches.add(batch_idx)
-                counter.reads, counter.active = [], True
-
-            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-                counter.active = False
-                self.reads[batch_idx] = counter.reads
-
-        return PerBatch()
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.active = False
+        self.per_batch[batch_idx] = self.reads
 
 
 @pytest.mark.parametrize("model", ["gan", "cgan"])
@@ -158,15 +153,16 @@ def test_same_seed_same_result(cfg_factory, tmp_path):
 def test_training_step_reads_from_the_device_once_per_logging_step_and_never_otherwise(cfg_factory, monkeypatch, overrides):
     cfg = cfg_factory(*overrides)
     assert cfg.model.ema_decay is not None  # the EMA update is part of the step
-    per_batch = HostReads(monkeypatch).during_training_steps()
-    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=7, limit_val_batches=0, log_every_n_steps=3, callbacks=[per_batch], logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    host_reads = HostReads(monkeypatch)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=7, limit_val_batches=0, log_every_n_steps=3, callbacks=[host_reads], logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(instantiate(cfg.model), datamodule=instantiate(cfg.data))
-    assert per_batch.logging_batches == {2, 5}
+    assert host_reads.logging_batches == {2, 5}
     # The EMA update, the optimizer steps and the losses queue work without waiting for it; a
     # logging step copies all its values to the host at once (Lightning then reads host tensors).
-    assert {batch: reads for batch, reads in per_batch.reads.items() if batch not in per_batch.logging_batches} == {b: [] for b in (0, 1, 3, 4, 6)}
-    for batch in per_batch.logging_batches:
-        assert per_batch.reads[batch][0] == "cpu" and per_batch.reads[batch].count("cpu") == 1, per_batch.reads[batch]
+    assert {batch: reads for batch, reads in host_reads.per_batch.items() if batch not in host_reads.logging_batches} == {b: [] for b in (0, 1, 3, 4, 6)}
+    for batch in host_reads.logging_batches:
+        reads = host_reads.per_batch[batch]
+        assert reads[0] == "cpu" and reads.count("cpu") == 1, reads
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="about machines without a GPU")

@@ -222,7 +222,8 @@ class GAN(L.LightningModule):
         # One read from the device for all of them, and Lightning is given host tensors: it
         # converts the progress bar's values with .item() after every batch, not only on logging
         # steps, and each .item() of a GPU tensor waits until the GPU has run all queued work
-        # (Lightning-AI/pytorch-lightning#20995).
+        # (Lightning-AI/pytorch-lightning#20995). Lightning keeps a logged tensor on its device
+        # (#17334); these are per-rank values, never sync_dist-reduced (NCCL reduces no CPU tensor).
         values = torch.stack([value.detach().float() for value in metrics.values()]).cpu()
         host_metrics = dict(zip(metrics, values.unbind(), strict=True))
         self._stop_if_nonfinite(host_metrics, batch_idx)

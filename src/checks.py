@@ -28,6 +28,7 @@ NUMBERS = (
     ("model.lr_g", False, True),
     ("model.lr_d", False, True),
     ("model.generator.latent_dim", True, False),
+    ("threads", True, True),  # null: torch's default
 )
 
 _ABSENT = object()

@@ -1,8 +1,10 @@
-"""Process settings that depend on the devices a machine has."""
+"""Process settings that depend on the machine: CPU threads, and torch's GPU probe without a GPU."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -25,3 +27,27 @@ def skip_nvml_probe_without_gpu() -> bool:
         return False
     os.environ[NVML_CHECK] = "0"
     return True
+
+
+@contextmanager
+def cpu_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op CPU threads set to ``threads`` for the block (None: left as they are).
+
+    ``OMP_NUM_THREADS`` is set with them: DDP's worker processes read it when they start, and
+    Lightning splits the cores among them only when it is unset. Both are restored afterwards,
+    so a caller in the same process (a notebook, the tests) gets its own setting back.
+    """
+    if threads is None:
+        yield
+        return
+    threads_before, env_before = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads_before)
+        if env_before is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = env_before

@@ -30,6 +30,7 @@ from src.checkpoint import AtomicCheckpointIO, CheckpointOnInterrupt, StoreModel
 from src.data.idx import IdxFormatError
 from src.data.provision import DataUnavailableError
 from src.checks import check_numbers, check_output_dir
+from src.devices import cpu_threads
 from src.errors import ConfigError, NonFiniteLossError, TrainingInterrupted
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        with cpu_threads(cfg.get("threads")):
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except (KeyboardInterrupt, SystemExit):  # Lightning ends a Ctrl-C with sys.exit(1), a SIGTERM with SIGTERMException
         if interruption.signal is None:
             raise

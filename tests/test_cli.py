@@ -44,6 +44,7 @@ def test_multirun_over_two_learning_rates(tmp_path, data_root):
     [
         ("data.batch_size=0", "error: data.batch_size must be a positive integer, got 0"),
         ("model.lr=-1", "error: model.lr must be a positive number, got -1"),
+        ("threads=0", "error: threads must be a positive integer, got 0"),
         ("data.sources=[local]", "not found in"),
     ],
 )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+import lightning as L
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -55,3 +58,18 @@ def test_run_leaves_config_checkpoint_samples_and_events(cfg_factory, tmp_path, 
     # 10 rows x 10 columns of 28 px images with 2 px padding; the conditional grid adds a label margin.
     assert grids[-1].height == 302
     assert (grids[-1].width > 302) == (model == "cgan")
+
+
+def test_threads_sets_torchs_cpu_threads_for_the_run_then_restores_them(cfg_factory, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    seen = {}
+
+    class Probe(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            seen.update(threads=torch.get_num_threads(), env=os.environ.get("OMP_NUM_THREADS"))
+
+    threads_before = torch.get_num_threads()
+    cfg = cfg_factory("threads=1", "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1")
+    train(cfg, extra_callbacks=[Probe()])
+    assert seen == {"threads": 1, "env": "1"}  # DDP's worker processes start with OMP_NUM_THREADS
+    assert torch.get_num_threads() == threads_before and "OMP_NUM_THREADS" not in os.environ

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig, OmegaConf
 
@@ -59,10 +60,21 @@ class CheckOutputDir(HydraCallback):
     """Hydra creates the run folder before ``main`` runs: check it first, for a one-line error."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config.hydra.run.dir)
+        self._check(self._resolve(config, "hydra.run.dir"))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config.hydra.sweep.dir)
+        self._check(self._resolve(config, "hydra.sweep.dir"))
+
+    @staticmethod
+    def _resolve(config: DictConfig, key: str) -> str:
+        """The folder's path. Its ``${hydra:runtime.choices.model}`` needs Hydra's HydraConfig, which
+        Hydra sets only as the job starts, after this callback: set it from the same config as
+        Hydra's own ``show_cfg`` does (writable afterwards). Resolving on that same object also
+        caches its ``${now:...}``, so the folder checked is the folder Hydra then creates."""
+        if not HydraConfig.initialized():
+            HydraConfig.instance().set_config(config)
+            OmegaConf.set_readonly(config.hydra, None)
+        return str(OmegaConf.select(config, key))
 
     @staticmethod
     def _check(path: str) -> None:

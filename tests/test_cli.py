@@ -39,6 +39,23 @@ def test_multirun_over_two_learning_rates(tmp_path, data_root):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mode", ["run", "multirun"])
+def test_folders_named_like_the_defaults_are_checked_without_a_warning(tmp_path, data_root, mode):
+    # conf/hydra/default.yaml names folders by time, model and data; the output-folder check
+    # runs before Hydra sets up what ${hydra:...} reads.
+    parent = tmp_path / mode
+    name = "${now:%Y-%m-%d_%H-%M-%S}_${hydra:runtime.choices.model}_${hydra:runtime.choices.data}"
+    folder_key = "hydra.run.dir" if mode == "run" else "hydra.sweep.dir"
+    extra = [] if mode == "run" else ["--multirun", "model.lr=1e-4"]
+    result = run_cli(*extra, f"paths.data_dir={data_root}", f"{folder_key}={parent}/{name}", *TINY_RUN)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "HydraConfig was not set" not in result.stderr and "UserWarning: Callback" not in result.stderr
+    (folder,) = parent.iterdir()  # the folder checked is the one Hydra created: no stray empty twin
+    assert folder.name.endswith("_gan_fashion_mnist")
+    assert list(folder.rglob("last.ckpt"))
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("override", "message"),
     [

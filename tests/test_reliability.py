@@ -433,15 +433,16 @@ def test_a_killed_run_keeps_its_last_end_of_epoch_checkpoint(tmp_path, data_root
     [
         ("model.lr=abc", "error: model.lr must be a positive number, got abc"),
         ("unwritable", "is not writable (Not a directory)"),
+        ("unwritable_named_by_model", "is not writable (Not a directory)"),
         ("missing_ckpt", "nothing.ckpt not found"),
     ],
 )
 def test_bad_input_on_the_command_line_is_one_line(tmp_path, data_root, case, message):
     run_dir = tmp_path / "run"
     extra = [case] if "=" in case else []
-    if case == "unwritable":
+    if case.startswith("unwritable"):
         (tmp_path / "a_file").write_text("")
-        run_dir = tmp_path / "a_file" / "run"
+        run_dir = tmp_path / "a_file" / ("${hydra:runtime.choices.model}" if case.endswith("model") else "run")
     if case == "missing_ckpt":
         extra = [f"ckpt_path={tmp_path / 'nothing.ckpt'}"]
     process = _cli(*_tiny_run(data_root, run_dir, "trainer.max_epochs=1", *extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -11,7 +11,7 @@ import torch
 NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
 
 
-def skip_nvml_probe_without_gpu() -> bool:
+def skip_nvml_probe_without_gpu() -> None:
     """On a machine without a GPU, stop torch from looking for NVML on every optimizer step.
 
     Importing Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1``, so that
@@ -21,12 +21,10 @@ def skip_nvml_probe_without_gpu() -> bool:
     every ``step()`` (their CUDA-graph capture check). With the CUDA build of torch (what pip
     installs on Linux) that cost ~10% of a ``gan`` batch on a 2-core CPU (BENCHMARKS.md). With no
     GPU there is nothing to initialize, so torch's default check, answered once and cached, is
-    as safe. Returns whether the setting was changed.
+    as safe.
     """
-    if os.environ.get(NVML_CHECK) != "1" or torch.cuda.is_available():
-        return False
-    os.environ[NVML_CHECK] = "0"
-    return True
+    if os.environ.get(NVML_CHECK) == "1" and not torch.cuda.is_available():
+        os.environ[NVML_CHECK] = "0"
 
 
 @contextmanager

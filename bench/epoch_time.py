@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import lightning as L
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from train_config import compose_train_config  # puts the repository on sys.path
 
 
 def _sync(module: L.LightningModule) -> None:
@@ -68,13 +65,9 @@ class EpochTimer(L.Callback):
 
 
 def main(overrides: list[str]) -> None:
-    from hydra import compose, initialize_config_dir
-
     from src.train import train
 
-    output_dir = None if any(o.startswith("paths.output_dir=") for o in overrides) else tempfile.mkdtemp(prefix="epoch-time-")
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[*overrides, *([f"paths.output_dir={output_dir}"] if output_dir else [])])
+    cfg = compose_train_config(overrides, tmp_prefix="epoch-time-")
     timer = EpochTimer()
     train(cfg, extra_callbacks=[timer])
     steady = timer.train_s[1:] or timer.train_s

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import collections
 import sys
-import tempfile
 import traceback
 from pathlib import Path
 
 import lightning as L
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from train_config import compose_train_config  # puts the repository on sys.path
+
 METHODS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__")
 
 
@@ -79,15 +78,10 @@ class HostReadCounter(L.Callback):
 
 
 def main(overrides: list[str]) -> None:
-    from hydra import compose, initialize_config_dir
-
     from src.train import train
 
-    defaults = ["trainer.max_epochs=1", "+trainer.limit_train_batches=200", "+trainer.limit_val_batches=2"]
-    output = [] if any(o.startswith("paths.output_dir=") for o in overrides) else [f"paths.output_dir={tempfile.mkdtemp(prefix='host-reads-')}"]
-    given = {o.split("=")[0].lstrip("+") for o in overrides}
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[*(d for d in defaults if d.split("=")[0].lstrip("+") not in given), *output, *overrides])
+    defaults = ("trainer.max_epochs=1", "+trainer.limit_train_batches=200", "+trainer.limit_val_batches=2")
+    cfg = compose_train_config(overrides, defaults, tmp_prefix="host-reads-")
     counter = HostReadCounter()
     train(cfg, extra_callbacks=[counter])
     print(f"device={counter.device} torch={torch.__version__} overrides={overrides}")

@@ -10,6 +10,7 @@ Arguments other than ``--nvml-probe`` are Hydra overrides of `conf/train.yaml`. 
   of bench/bench.py) on the same G, D, optimizers and batch, alternating blocks of 200
   steps inside the running Trainer: the cost of ``manual_backward``, the optimizer wrappers and
   their hooks;
+- the time to fetch a batch from the train loader alone (the plain loop does that too);
 - the cost of one round of callback hooks (Lightning calls every callback for every hook) and
   of one LightningModule hook;
 - then, over the real training loop, the median time per batch around ``training_step`` (the
@@ -25,16 +26,13 @@ from __future__ import annotations
 import os
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.trainer import call
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from train_config import compose_train_config  # puts the repository on sys.path
 
 
 def _median_ms(step, blocks: int = 5, steps: int = 200) -> float:
@@ -89,6 +87,10 @@ class Overhead(L.Callback):
         for _ in range(rounds):
             call._call_lightning_module_hook(trainer, "on_before_backward", loss)
         per_module_hook = (time.perf_counter() - start) / rounds * 1e6
+        start, batches = time.perf_counter(), 0
+        for _ in trainer.datamodule.train_dataloader():  # the fetch alone, which the plain loop also does
+            batches += 1
+        print(f"fetching a batch from the train loader alone: {(time.perf_counter() - start) / batches * 1e3:.3f} ms")
         names = ", ".join(type(callback).__name__ for callback in trainer.callbacks)
         print(f"one round of callback hooks: {per_round:.1f} µs over {len(trainer.callbacks)} callbacks ({names}); one LightningModule hook: {per_module_hook:.1f} µs")
 
@@ -104,17 +106,12 @@ class Overhead(L.Callback):
 
 
 def main(argv: list[str]) -> None:
-    from hydra import compose, initialize_config_dir
-
     from src.train import train
 
     nvml_probe = "--nvml-probe" in argv
     overrides = [arg for arg in argv if arg != "--nvml-probe"]
-    defaults = ["trainer.max_epochs=1", "+trainer.limit_train_batches=500", "+trainer.limit_val_batches=0", "+trainer.num_sanity_val_steps=0"]
-    given = {o.split("=")[0].lstrip("+") for o in overrides}
-    output = [] if "paths.output_dir" in given else [f"paths.output_dir={tempfile.mkdtemp(prefix='lightning-overhead-')}"]
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[*(d for d in defaults if d.split("=")[0].lstrip("+") not in given), *output, *overrides])
+    defaults = ("trainer.max_epochs=1", "+trainer.limit_train_batches=500", "+trainer.limit_val_batches=0", "+trainer.num_sanity_val_steps=0")
+    cfg = compose_train_config(overrides, defaults, tmp_prefix="lightning-overhead-")
     overhead = Overhead(nvml_probe)
     train(cfg, extra_callbacks=[overhead])
     print(f"torch={torch.__version__} threads={torch.get_num_threads()} nvml_probe={nvml_probe} overrides={overrides}")

@@ -94,8 +94,8 @@ class RunCheckpoint(ModelCheckpoint):
     @property
     def state_key(self) -> str:
         # Lightning reads state_key on every callback hook call (to name a profiler section), ~16
-        # times per batch here, and ModelCheckpoint formats it from five settings each time (~5 µs):
-        # those settings are fixed at construction, so format it once.
+        # times per batch here (two of them, eight hook rounds), and ModelCheckpoint formats it from
+        # five settings each time: those settings are fixed at construction, so format it once.
         if "_state_key" not in self.__dict__:
             self.__dict__["_state_key"] = super().state_key
         return self.__dict__["_state_key"]

@@ -9,6 +9,9 @@ For each preset (`gan`, `cgan`) it measures images/s of
              dataset + per-sample ToTensor/Normalize + DataLoader, G run twice for the cGAN;
   plain      the project's training step (same models, optimizer, data path) in a bare loop:
              the framework-free floor;
+  barebones  the project's LightningModule and data under `Trainer(barebones=True)`, Lightning's
+             own minimal mode (no logger, callbacks, checkpoints or progress bar): Lightning's
+             floor, which tells its loop's cost apart from what the project's config adds;
   lightning  the project's `train(cfg)`: Lightning, Hydra config, logger and callbacks.
 Each measurement runs in its own subprocess (so peak memory is its own), repeats are
 interleaved (seed, plain, lightning, seed, ...) because this machine is shared and noisy,
@@ -31,7 +34,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-KINDS = ("seed", "plain", "lightning")
+KINDS = ("seed", "plain", "barebones", "lightning")
 SEED_BATCH_SIZE = 100  # both seed-000 loops
 
 
@@ -237,12 +240,9 @@ def run_plain(preset: str, args) -> float:
 # --- (c) the project through Lightning -----------------------------------------------------
 
 
-def run_lightning(preset: str, args) -> float:
+def _throughput_callback(args, result: dict):
+    """Images/s over batches [warmup, warmup + batches) of a Lightning run, into result."""
     import lightning as L
-
-    from src.train import train
-
-    result = {}
 
     class Throughput(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
@@ -257,13 +257,44 @@ def run_lightning(preset: str, args) -> float:
                 _sync(pl_module.device)
                 result["images_per_s"] = self.images / (time.perf_counter() - self.start)
 
-    accelerator = "gpu" if args.device.startswith("cuda") else "cpu"
+    return Throughput()
+
+
+def _accelerator(args) -> str:
+    return "gpu" if args.device.startswith("cuda") else "cpu"
+
+
+def run_barebones(preset: str, args) -> float:
+    import lightning as L
+    from hydra.utils import instantiate
+
+    cfg = _compose(preset, args.data_dir, [f"data.batch_size={SEED_BATCH_SIZE}", *args.override])
+    L.seed_everything(cfg.seed, verbose=False)
+    result = {}
+    trainer = L.Trainer(
+        barebones=True,
+        accelerator=_accelerator(args),
+        devices=1,
+        precision=cfg.trainer.precision,
+        max_epochs=1,
+        limit_train_batches=args.warmup + args.batches,
+        limit_val_batches=0,
+        callbacks=[_throughput_callback(args, result)],
+    )
+    trainer.fit(instantiate(cfg.model), datamodule=instantiate(cfg.data))
+    return result["images_per_s"]
+
+
+def run_lightning(preset: str, args) -> float:
+    from src.train import train
+
+    result = {}
     cfg = _compose(
         preset,
         args.data_dir,
         [
             f"data.batch_size={SEED_BATCH_SIZE}",
-            f"trainer.accelerator={accelerator}",
+            f"trainer.accelerator={_accelerator(args)}",
             "trainer.max_epochs=1",
             f"+trainer.limit_train_batches={args.warmup + args.batches}",
             "+trainer.limit_val_batches=0",
@@ -272,11 +303,11 @@ def run_lightning(preset: str, args) -> float:
             *args.override,
         ],
     )
-    train(cfg, extra_callbacks=[Throughput()])
+    train(cfg, extra_callbacks=[_throughput_callback(args, result)])
     return result["images_per_s"]
 
 
-RUNNERS = {"seed": run_seed, "plain": run_plain, "lightning": run_lightning}
+RUNNERS = {"seed": run_seed, "plain": run_plain, "barebones": run_barebones, "lightning": run_lightning}
 
 
 def one(args) -> None:
@@ -293,7 +324,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=300, help="measured batches per run")
     parser.add_argument("--warmup", type=int, default=20, help="batches run before timing starts")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--override", nargs="*", default=[], help="Hydra overrides for plain and lightning, e.g. model.optimizer.fused=true")
+    parser.add_argument("--override", nargs="*", default=[], help="Hydra overrides for plain, barebones and lightning, e.g. model.optimizer.fused=true")
     parser.add_argument("--one", choices=KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--preset", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -319,15 +350,15 @@ def main() -> None:
                 print(f"  repeat {repeat + 1}: {preset:5s} {kind:9s} {record['images_per_s']:9.0f} images/s", flush=True)
 
     print()
-    print("| preset | loop | images/s (median) | vs seed | vs plain | peak RSS MB |" + (" peak GPU MB |" if args.device.startswith("cuda") else ""))
-    print("| --- | --- | ---: | ---: | ---: | ---: |" + (" ---: |" if args.device.startswith("cuda") else ""))
+    print("| preset | loop | images/s (median) | ms per batch | vs seed | vs plain | peak RSS MB |" + (" peak GPU MB |" if args.device.startswith("cuda") else ""))
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |" + (" ---: |" if args.device.startswith("cuda") else ""))
     for preset in args.presets:
         median = {kind: statistics.median(r["images_per_s"] for r in results[(preset, kind)]) for kind in args.kinds}
         for kind in args.kinds:
             records = results[(preset, kind)]
             vs_seed = f"{median[kind] / median['seed']:.2f}×" if "seed" in median else "-"
             vs_plain = f"{median[kind] / median['plain']:.2f}×" if "plain" in median else "-"
-            row = f"| {preset} | {kind} | {median[kind]:,.0f} | {vs_seed} | {vs_plain} | {max(r['peak_rss_mb'] for r in records):,.0f} |"
+            row = f"| {preset} | {kind} | {median[kind]:,.0f} | {SEED_BATCH_SIZE / median[kind] * 1e3:.2f} | {vs_seed} | {vs_plain} | {max(r['peak_rss_mb'] for r in records):,.0f} |"
             if args.device.startswith("cuda"):
                 row += f" {max(r.get('peak_gpu_mb', 0) for r in records):,.0f} |"
             print(row)

@@ -67,6 +67,18 @@ def _plain(config: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.create(dict(config)), resolve=True)
 
 
+def newest_checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:
+    """The run's ModelCheckpoint that keeps the newest state (``last.ckpt``), whatever its place.
+
+    Not ``trainer.checkpoint_callback``: that is the first one, which is the best-checkpoint
+    callback here (conf/callbacks/default.yaml says why it comes first).
+    """
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and (callback.save_last or (callback.monitor is None and callback.save_top_k == 1)):
+            return callback
+    return None
+
+
 class CheckpointOnInterrupt(L.Callback):
     """On Ctrl-C or SIGTERM during fit, writes the last checkpoint (``last.ckpt``) before the run exits.
 
@@ -124,8 +136,8 @@ class CheckpointOnInterrupt(L.Callback):
             self.signal = "SIGTERM"
         else:
             return
-        callback = trainer.checkpoint_callback
-        if not isinstance(callback, ModelCheckpoint):
+        callback = newest_checkpoint_callback(trainer)
+        if callback is None:
             return
         if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking or trainer.fast_dev_run:
             return
@@ -139,7 +151,7 @@ class CheckpointOnInterrupt(L.Callback):
             if not already_saved:
                 callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
             self.saved_path = callback.last_model_path or None
-        elif callback.monitor is None and callback.save_top_k == 1:  # "keep the newest": the same role
+        else:  # no monitor, top 1: "keep the newest", the same role
             if not already_saved:
                 callback._save_none_monitor_checkpoint(trainer, callback._monitor_candidates(trainer))
             self.saved_path = callback.best_model_path or None

@@ -22,11 +22,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from src.checkpoint import AtomicCheckpointIO, CheckpointOnInterrupt, StoreModelConfig, check_same_model, read_checkpoint
+from src.checkpoint import AtomicCheckpointIO, CheckpointOnInterrupt, StoreModelConfig, check_same_model, newest_checkpoint_callback, read_checkpoint
 from src.data.idx import IdxFormatError
 from src.data.provision import DataUnavailableError
 from src.checks import check_numbers, check_output_dir
@@ -56,8 +55,8 @@ def resume_checkpoint(ckpt_path: str | None, trainer: L.Trainer, model: L.Lightn
         return None
     path = Path(ckpt_path)
     if ckpt_path == "last":
-        callback = trainer.checkpoint_callback
-        folder = Path(callback.dirpath) if isinstance(callback, ModelCheckpoint) and callback.dirpath else None
+        callback = newest_checkpoint_callback(trainer)
+        folder = Path(callback.dirpath) if callback is not None and callback.dirpath else None
         candidates = sorted(folder.glob("last*.ckpt"), key=lambda p: p.stat().st_mtime) if folder and folder.is_dir() else []
         if not candidates:
             return "last"

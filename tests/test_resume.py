@@ -68,3 +68,28 @@ def test_checkpoint_callbacks_keep_distinct_state_keys_formatted_once():
     assert best.state_key == "RunCheckpoint{'monitor': 'val/fid', 'mode': 'min', 'every_n_train_steps': 0, 'every_n_epochs': 2, 'train_time_interval': None}"
     assert last.state_key != best.state_key
     assert best.state_key is best.state_key
+
+
+def _best_state(checkpoint: dict) -> dict:
+    """The best-checkpoint callback's saved state (the one that monitors val/fid)."""
+    (state,) = (value for key, value in checkpoint["callbacks"].items() if "val/fid" in key)
+    return state
+
+
+def test_a_resumed_run_keeps_one_best_checkpoint_the_best_of_all_epochs(cfg_factory, tmp_path):
+    quality = ["callbacks.sample_quality.num_samples=50", *EPOCH]
+    train(cfg_factory("trainer.max_epochs=1", *quality))
+    train(cfg_factory("trainer.max_epochs=3", *quality, "ckpt_path=last"))
+    folder = tmp_path / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["best.ckpt", "last.ckpt"]  # no best-v1.ckpt
+    fid = [value for _, value in sorted(_scalars(tmp_path, "val/fid").items())]  # one per epoch
+    assert len(fid) == 3
+    assert torch.load(folder / "best.ckpt", weights_only=True)["epoch"] == fid.index(min(fid))
+    # last.ckpt carries the best-checkpoint state of its own epoch, not of the epoch before.
+    last = torch.load(folder / "last.ckpt", weights_only=False)
+    assert _best_state(last)["best_model_score"].item() == pytest.approx(min(fid))
+
+
+def test_last_checkpoint_is_written_every_epoch_even_when_validation_is_not(cfg_factory, tmp_path):
+    train(cfg_factory("trainer.max_epochs=1", "trainer.check_val_every_n_epoch=2", *EPOCH))
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0

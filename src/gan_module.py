@@ -240,6 +240,33 @@ class GAN(L.LightningModule):
                     "lower model.lr or resume from an earlier checkpoint"
                 )
 
+    def on_validation_start(self) -> None:
+        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            self._stop_if_weights_nonfinite()
+
+    def on_train_epoch_end(self) -> None:
+        # Lightning calls this before the checkpoint callbacks' own epoch-end hook: a diverged
+        # epoch stops here and last.ckpt keeps the last good epoch.
+        self._stop_if_weights_nonfinite()
+
+    def _stop_if_weights_nonfinite(self) -> None:
+        """Stop a run whose weights are NaN or infinite before they are scored or saved.
+
+        The loss check runs on logging steps only, so weights that diverge after the epoch's last
+        logging step would otherwise be validated and written over the last good ``last.ckpt``.
+        One read from the device per epoch (and per validation).
+        """
+        nets = {"G": self.generator, "D": self.discriminator}
+        finite = torch.stack([torch.isfinite(p).all() for net in nets.values() for p in net.parameters()]).cpu()
+        if bool(finite.all()):
+            return
+        flags = iter(finite.tolist())
+        diverged = [name for name, net in nets.items() if not all([next(flags) for _ in net.parameters()])]
+        raise NonFiniteLossError(
+            f"the weights of {' and '.join(diverged)} became non-finite in epoch {self.current_epoch}: training diverged; "
+            "lower model.lr and resume from the last good checkpoint (checkpoints/last.ckpt) or start again"
+        )
+
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         real, labels = batch
         labels = labels if self.conditional else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lightning as L
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -93,3 +94,21 @@ def test_a_resumed_run_keeps_one_best_checkpoint_the_best_of_all_epochs(cfg_fact
 def test_last_checkpoint_is_written_every_epoch_even_when_validation_is_not(cfg_factory, tmp_path):
     train(cfg_factory("trainer.max_epochs=1", "trainer.check_val_every_n_epoch=2", *EPOCH))
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
+
+
+class _PoisonD(L.Callback):
+    """Turns D's weights to NaN after the last batch of epoch 1: between logging steps, where no loss shows it."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.current_epoch == 1 and batch_idx == 3:
+            with torch.no_grad():
+                next(pl_module.discriminator.parameters()).fill_(float("nan"))
+
+
+def test_weights_that_diverge_between_logging_steps_stop_the_run_before_they_are_saved(cfg_factory, tmp_path):
+    cfg = cfg_factory("trainer.max_epochs=3", "trainer.log_every_n_steps=3", *EPOCH)  # logs after batches 3, 6, 9
+    with pytest.raises(NonFiniteLossError, match=r"^the weights of D became non-finite in epoch 1: training diverged"):
+        train(cfg, extra_callbacks=[_PoisonD()])
+    last = _weights(tmp_path)
+    assert last["epoch"] == 0  # epoch 1's checkpoint was never written
+    assert all(torch.isfinite(value).all() for value in last["state_dict"].values() if value.is_floating_point())

@@ -112,3 +112,12 @@ def test_weights_that_diverge_between_logging_steps_stop_the_run_before_they_are
     last = _weights(tmp_path)
     assert last["epoch"] == 0  # epoch 1's checkpoint was never written
     assert all(torch.isfinite(value).all() for value in last["state_dict"].values() if value.is_floating_point())
+
+
+def test_resuming_a_finished_run_keeps_its_metrics(cfg_factory, tmp_path):
+    quality = ["trainer.max_epochs=1", "callbacks.sample_quality.num_samples=50", *EPOCH]
+    train(cfg_factory(*quality))
+    before = (tmp_path / "metrics.json").read_text()
+    assert '"val/fid"' in before
+    train(cfg_factory(*quality, "ckpt_path=last"))  # max_epochs already reached: nothing to train
+    assert (tmp_path / "metrics.json").read_text() == before

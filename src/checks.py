@@ -29,6 +29,12 @@ NUMBERS = (
     ("model.lr_g", False, True),
     ("model.lr_d", False, True),
     ("model.generator.latent_dim", True, False),
+    ("model.sample_rows", True, False),
+    ("model.sample_cols", True, False),
+    ("callbacks.sample_quality.num_samples", True, False),
+    ("callbacks.sample_quality.every_n_epochs", True, False),
+    ("callbacks.sample_quality.batch_size", True, False),
+    ("callbacks.sample_grid.every_n_epochs", True, False),
     ("threads", True, True),  # null: torch's default
 )
 
@@ -44,6 +50,15 @@ def check_numbers(cfg: DictConfig) -> None:
         kind = int if integer else (int, float)
         if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
             raise ConfigError(f"{key} must be a positive {'integer' if integer else 'number'}, got {value}")
+    seed = OmegaConf.select(cfg, "seed", default=0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed}")
+    callbacks = cfg.get("callbacks") or {}
+    if "best_checkpoint" in callbacks and "sample_quality" not in callbacks:
+        raise ConfigError(
+            "callbacks.best_checkpoint keeps the lowest val/fid, which callbacks.sample_quality computes: "
+            "to train without scoring, remove both (~callbacks.sample_quality ~callbacks.best_checkpoint)"
+        )
 
 
 def check_output_dir(path: str | os.PathLike) -> None:

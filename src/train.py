@@ -79,6 +79,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     model = instantiate(cfg.model)
     if model.num_classes not in (None, datamodule.num_classes):
         raise ConfigError(f"the model is conditional on {model.num_classes} classes but {datamodule.name} has {datamodule.num_classes}")
+    if tuple(model.generator.img_shape) != tuple(datamodule.img_shape):
+        raise ConfigError(f"model.generator.img_shape is {list(model.generator.img_shape)} but {datamodule.name}'s images are {list(datamodule.img_shape)}")
     if rank_zero_only.rank == 0:
         # Lightning would first create the loggers' files, then read the data: check the data first.
         # Other ranks read it inside fit, after rank zero has provisioned it.

@@ -62,6 +62,7 @@ def test_folders_named_like_the_defaults_are_checked_without_a_warning(tmp_path,
         ("data.batch_size=0", "error: data.batch_size must be a positive integer, got 0"),
         ("model.lr=-1", "error: model.lr must be a positive number, got -1"),
         ("threads=0", "error: threads must be a positive integer, got 0"),
+        ("callbacks.sample_quality.every_n_epochs=0", "error: callbacks.sample_quality.every_n_epochs must be a positive integer, got 0"),
         ("data.sources=[local]", "not found in"),
     ],
 )

@@ -7,6 +7,7 @@ Fast tests call ``train(cfg)`` and ``load_model`` in-process; the ``slow`` ones 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from src.checkpoint import MODEL_CONFIG_KEY, AtomicCheckpointIO, CheckpointOnInt
 from src.data.provision import RAW_FILES
 from src.errors import CheckpointError, ConfigError, TrainingInterrupted
 from src.gan_module import GAN
-from src.train import USER_ERRORS, train
+from src.train import USER_ERRORS, train, user_error
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCH = ["+trainer.limit_train_batches=4", "+trainer.limit_val_batches=1"]
@@ -452,3 +453,29 @@ def test_bad_input_on_the_command_line_is_one_line(tmp_path, data_root, case, me
     assert len(errors) == 1 and message in errors[0], stderr[-3000:]
     assert "Traceback" not in stderr
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "tensorboard").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["callbacks.sample_quality.every_n_epochs=0"], "callbacks.sample_quality.every_n_epochs must be a positive integer, got 0"),
+        (["callbacks.sample_quality.num_samples=1"], "callbacks.sample_quality.num_samples must be at least 2"),
+        (["+callbacks.sample_grid.every_n_epochs=0"], "callbacks.sample_grid.every_n_epochs must be a positive integer, got 0"),
+        (["model.sample_rows=0"], "model.sample_rows must be a positive integer, got 0"),
+        (["seed=abc"], r"seed must be an integer in \[0, 2\*\*32\), got abc"),
+        (["model=cgan", "model.discriminator.dropout=1.5"], r"model.discriminator.dropout must be in \[0, 1\) \(0 = off\), got 1.5"),
+        (["model.generator.img_shape=[1,32,32]"], r"model.generator.img_shape is \[1, 32, 32\] but fashion_mnist's images are \[1, 28, 28\]"),
+        (["~callbacks.sample_quality"], r"remove both \(~callbacks.sample_quality ~callbacks.best_checkpoint\)"),
+    ],
+)
+def test_bad_settings_are_refused_before_anything_is_written(cfg_factory, tmp_path, overrides, message):
+    with pytest.raises(Exception) as caught:
+        train(cfg_factory(*overrides, "trainer.max_epochs=1"))
+    shown = user_error(caught.value)  # what main() prints as its one line
+    assert isinstance(shown, ConfigError) and re.search(message, str(shown)), caught.value
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "tensorboard").exists()
+
+
+def test_training_without_scoring_removes_both_quality_callbacks(cfg_factory, tmp_path):
+    train(cfg_factory("~callbacks.sample_quality", "~callbacks.best_checkpoint", "trainer.max_epochs=1", "+trainer.limit_train_batches=2"))
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.ckpt"]

@@ -9,6 +9,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 
+from src.errors import ConfigError
 from src.metrics.classifier import Recipe, load_classifier, load_split
 from src.metrics.quality import QualityMetrics, fixed_inputs, generate
 
@@ -36,7 +37,7 @@ class SampleQuality(L.Callback):
         data_root: str | os.PathLike | None = None,
     ) -> None:
         if int(num_samples) < 2:
-            raise ValueError(f"num_samples must be at least 2 (FID needs a covariance), got {num_samples}")
+            raise ConfigError(f"callbacks.sample_quality.num_samples must be at least 2 (FID needs a covariance), got {num_samples}")
         self.num_samples = int(num_samples)
         self.every_n_epochs = int(every_n_epochs)
         self.batch_size = int(batch_size)

@@ -24,6 +24,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
+from torch.multiprocessing import ProcessRaisedException
 
 from src.checkpoint import AtomicCheckpointIO, CheckpointOnInterrupt, StoreModelConfig, check_same_model, newest_checkpoint_callback, read_checkpoint
 from src.data.idx import IdxFormatError
@@ -96,6 +97,10 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     try:
         with cpu_threads(cfg.get("threads")):
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except ProcessRaisedException as err:  # a spawned DDP worker's error (trainer=ddp_cpu)
+        if (ours := worker_error(err)) is None:
+            raise
+        raise ours from None
     except (KeyboardInterrupt, SystemExit):  # Lightning ends a Ctrl-C with sys.exit(1), a SIGTERM with SIGTERMException
         if interruption.signal is None:
             raise
@@ -106,6 +111,18 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
 
 
 USER_ERRORS = (ConfigError, DataUnavailableError, IdxFormatError)
+
+
+def worker_error(err: ProcessRaisedException) -> Exception | None:
+    """The project's error that a spawned worker raised, rebuilt in the parent; None for others.
+
+    torch sends only the worker's formatted traceback across the process boundary, whose last
+    line is ``module.Class: message``: so a diverged ``trainer=ddp_cpu`` run ends in the same
+    one-line error as a single-process one, and a sweep goes on past it.
+    """
+    known = {f"{cls.__module__}.{cls.__qualname__}": cls for cls in (NonFiniteLossError, *USER_ERRORS)}
+    name, _, message = str(err).strip().splitlines()[-1].partition(": ")
+    return known[name](message) if name in known else None
 
 
 def user_error(err: BaseException) -> BaseException | None:

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
 from src.train import check_launch, train
-from src.errors import ConfigError
+from src.errors import ConfigError, NonFiniteLossError
 from tests.conftest import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,6 +67,13 @@ def test_ddp_on_two_cpu_processes_averages_gradients_and_writes_once(cfg_factory
     again = _run(cfg_factory, tmp_path / "again", "trainer=ddp_cpu")
     for name, value in ranks[0]["weights"].items():
         assert torch.equal(value, again[0]["weights"][name]), name
+
+
+@pytest.mark.slow
+def test_a_diverged_ddp_run_ends_in_the_one_line_error_of_a_single_process(cfg_factory):
+    # The spawned workers raise; torch hands the parent only their formatted traceback.
+    with pytest.raises(NonFiniteLossError, match=r"^train/(d|g)_loss became (nan|inf|-inf) at batch \d+ \(epoch 0\): training diverged"):
+        train(cfg_factory("trainer=ddp_cpu", "model.lr=1e30", "trainer.max_epochs=1", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=1"))
 
 
 def test_multirun_with_a_relaunching_ddp_strategy_is_refused(cfg_factory):

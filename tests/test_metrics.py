@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -114,3 +117,32 @@ def test_training_the_classifier_leaves_the_callers_random_state_alone(tmp_path)
     torch.manual_seed(7)
     clf.build_classifier("fashion_mnist", tmp_path, TINY)
     assert torch.equal(torch.rand(3), expected)
+
+
+CONCURRENT_LOAD = """
+import sys, time
+from pathlib import Path
+from src.metrics import classifier as clf
+from tests.test_metrics import TINY
+root, log = Path(sys.argv[1]), Path(sys.argv[2])
+real_fit = clf.fit_classifier
+def fit(*args):
+    with log.open("a") as f:
+        f.write("built\\n")
+    time.sleep(2)  # a slow build: the other process arrives while it runs
+    return real_fit(*args)
+clf.fit_classifier = fit
+clf.load_classifier("mnist", root, TINY)
+"""
+
+
+@pytest.mark.slow
+def test_runs_started_together_on_a_fresh_data_folder_build_the_classifier_once(tmp_path):
+    write_tiny_dataset(tmp_path, "mnist")
+    log = tmp_path / "builds.log"
+    repo = Path(__file__).resolve().parents[1]
+    processes = [subprocess.Popen([sys.executable, "-c", CONCURRENT_LOAD, str(tmp_path), str(log)], cwd=repo) for _ in range(2)]
+    assert [process.wait(timeout=300) for process in processes] == [0, 0]
+    assert log.read_text() == "built\n"
+    weights, info_path = cache_paths("mnist", tmp_path)
+    assert json.loads(info_path.read_text())["sha256"] == clf.file_sha256(weights)

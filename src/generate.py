@@ -26,7 +26,7 @@ from src.metrics.quality import generate
 
 
 def asked_labels(model, num_samples: int, label: int | None, labels: str | None) -> torch.Tensor | None:
-    """The class of each sample: ``label`` for all, or the classes in contiguous equal blocks."""
+    """The class of each sample: ``label`` for all, or every class in turn, one equal block (a grid row) each."""
     if not model.conditional:
         if label is not None or labels is not None:
             asked = f"label={label}" if label is not None else f"labels={labels}"
@@ -40,6 +40,11 @@ def asked_labels(model, num_samples: int, label: int | None, labels: str | None)
         if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < model.num_classes:
             raise ConfigError(f"label={label} is not one of this model's classes 0..{model.num_classes - 1}")
         return torch.full((num_samples,), label, dtype=torch.long)
+    if num_samples % model.num_classes:
+        raise ConfigError(
+            f"num_samples={num_samples}: a conditional model draws every class in turn, one grid row each (labels=all, its default), "
+            f"so num_samples must be a multiple of {model.num_classes}; or ask for one class with label=K"
+        )
     return torch.arange(num_samples) * model.num_classes // num_samples
 
 

@@ -79,6 +79,8 @@ def test_generate_beside_the_checkpoint_for_a_gan(checkpoints):
         ("cgan", ["label=10"], ConfigError, "label=10 is not one of this model's classes 0..9"),
         ("cgan", ["label=-1"], ConfigError, "label=-1 is not one of this model's classes 0..9"),
         ("cgan", ["labels=some"], ConfigError, "labels=some"),
+        ("cgan", ["labels=all", "num_samples=64"], ConfigError, r"num_samples=64: .* one grid row each \(labels=all, its default\), so num_samples must be a multiple of 10"),
+        ("cgan", ["num_samples=64"], ConfigError, "num_samples must be a multiple of 10; or ask for one class with label=K"),
         ("gan", ["label=3"], ConfigError, "label=3: this model is unconditional"),
         ("gan", ["labels=all"], ConfigError, "labels=all: this model is unconditional"),
         ("gan", ["num_samples=0"], ConfigError, "num_samples must be a positive integer"),

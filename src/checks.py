@@ -52,7 +52,7 @@ def check_numbers(cfg: DictConfig) -> None:
             raise ConfigError(f"{key} must be a positive {'integer' if integer else 'number'}, got {value}")
     seed = OmegaConf.select(cfg, "seed", default=0)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
-        raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed}")
+        raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
     callbacks = cfg.get("callbacks") or {}
     if "best_checkpoint" in callbacks and "sample_quality" not in callbacks:
         raise ConfigError(

@@ -121,7 +121,8 @@ def worker_error(err: ProcessRaisedException) -> Exception | None:
     one-line error as a single-process one, and a sweep goes on past it.
     """
     known = {f"{cls.__module__}.{cls.__qualname__}": cls for cls in (NonFiniteLossError, *USER_ERRORS)}
-    name, _, message = str(err).strip().splitlines()[-1].partition(": ")
+    lines = str(err).strip().splitlines()
+    name, _, message = (lines[-1] if lines else "").partition(": ")
     return known[name](message) if name in known else None
 
 

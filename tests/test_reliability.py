@@ -462,7 +462,7 @@ def test_bad_input_on_the_command_line_is_one_line(tmp_path, data_root, case, me
         (["callbacks.sample_quality.num_samples=1"], "callbacks.sample_quality.num_samples must be at least 2"),
         (["+callbacks.sample_grid.every_n_epochs=0"], "callbacks.sample_grid.every_n_epochs must be a positive integer, got 0"),
         (["model.sample_rows=0"], "model.sample_rows must be a positive integer, got 0"),
-        (["seed=abc"], r"seed must be an integer in \[0, 2\*\*32\), got abc"),
+        (["seed=abc"], r"seed must be an integer in \[0, 2\*\*32\), got 'abc'"),
         (["model=cgan", "model.discriminator.dropout=1.5"], r"model.discriminator.dropout must be in \[0, 1\) \(0 = off\), got 1.5"),
         (["model.generator.img_shape=[1,32,32]"], r"model.generator.img_shape is \[1, 32, 32\] but fashion_mnist's images are \[1, 28, 28\]"),
         (["~callbacks.sample_quality"], r"remove both \(~callbacks.sample_quality ~callbacks.best_checkpoint\)"),

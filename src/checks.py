@@ -54,7 +54,7 @@ def check_numbers(cfg: DictConfig) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
     callbacks = cfg.get("callbacks") or {}
-    if "best_checkpoint" in callbacks and "sample_quality" not in callbacks:
+    if callbacks.get("best_checkpoint") and not callbacks.get("sample_quality"):
         raise ConfigError(
             "callbacks.best_checkpoint keeps the lowest val/fid, which callbacks.sample_quality computes: "
             "to train without scoring, remove both (~callbacks.sample_quality ~callbacks.best_checkpoint)"

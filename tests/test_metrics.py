@@ -146,3 +146,16 @@ def test_runs_started_together_on_a_fresh_data_folder_build_the_classifier_once(
     assert log.read_text() == "built\n"
     weights, info_path = cache_paths("mnist", tmp_path)
     assert json.loads(info_path.read_text())["sha256"] == clf.file_sha256(weights)
+
+
+def test_a_valid_cached_classifier_is_read_without_writing_anything(tmp_path):
+    # A shared, read-only data folder must do: no lock file, no folder, unless a build is needed.
+    write_tiny_dataset(tmp_path, "mnist")
+    load_classifier("mnist", tmp_path, TINY)
+    weights, _ = cache_paths("mnist", tmp_path)
+    for lock in weights.parent.glob("*.lock"):
+        lock.unlink()
+    before = {path: path.stat().st_mtime_ns for path in weights.parent.iterdir()}
+    load_classifier("mnist", tmp_path, TINY)
+    load_classifier("mnist", tmp_path, TINY, build=False)
+    assert {path: path.stat().st_mtime_ns for path in weights.parent.iterdir()} == before

@@ -466,6 +466,7 @@ def test_bad_input_on_the_command_line_is_one_line(tmp_path, data_root, case, me
         (["model=cgan", "model.discriminator.dropout=1.5"], r"model.discriminator.dropout must be in \[0, 1\) \(0 = off\), got 1.5"),
         (["model.generator.img_shape=[1,32,32]"], r"model.generator.img_shape is \[1, 32, 32\] but fashion_mnist's images are \[1, 28, 28\]"),
         (["~callbacks.sample_quality"], r"remove both \(~callbacks.sample_quality ~callbacks.best_checkpoint\)"),
+        (["callbacks.sample_quality=null"], r"remove both \(~callbacks.sample_quality ~callbacks.best_checkpoint\)"),
     ],
 )
 def test_bad_settings_are_refused_before_anything_is_written(cfg_factory, tmp_path, overrides, message):

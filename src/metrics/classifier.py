@@ -217,22 +217,25 @@ def _stale_reason(name: str, root: str | os.PathLike, recipe: Recipe) -> str | N
 def load_classifier(name: str, root: str | os.PathLike, recipe: Recipe = Recipe(), build: bool = True) -> tuple[DomainClassifier, dict]:
     """The cached classifier of ``name`` (eval mode) and its info, (re)built first when needed.
 
-    Runs started together on a fresh data folder (a parallel sweep) take turns under a file
-    lock: the first trains and caches the classifier, the others wait and then load it, instead
-    of each training its own and writing the same files at once.
+    Runs started together on a fresh data folder (a parallel sweep) build it under a file lock:
+    the first trains and caches the classifier, the others wait and then load it, instead of each
+    training its own and writing the same files at once. A valid cache is read without the lock,
+    so a read-only data folder works.
     """
     weights_path, info_path = cache_paths(name, root)
-    weights_path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(weights_path.with_suffix(".lock")):
-        reason = _stale_reason(name, root, recipe)
-        if reason is not None:
-            if not build:
-                raise FileNotFoundError(f"no usable classifier for {name} under {root}: {reason}; run `make classifiers`")
-            log.info("training the %s classifier (%s): a few minutes on a CPU, once", name, reason)
-            build_classifier(name, root, recipe)
-        model = DomainClassifier(recipe.channels, recipe.feature_dim)
-        model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
-        return model.eval(), json.loads(info_path.read_text())
+    reason = _stale_reason(name, root, recipe)
+    if reason is not None:
+        if not build:
+            raise FileNotFoundError(f"no usable classifier for {name} under {root}: {reason}; run `make classifiers`")
+        weights_path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(weights_path.with_suffix(".lock")):
+            reason = _stale_reason(name, root, recipe)  # again: another run may have built it meanwhile
+            if reason is not None:
+                log.info("training the %s classifier (%s): a few minutes on a CPU, once", name, reason)
+                build_classifier(name, root, recipe)
+    model = DomainClassifier(recipe.channels, recipe.feature_dim)
+    model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+    return model.eval(), json.loads(info_path.read_text())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

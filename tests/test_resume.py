@@ -96,19 +96,40 @@ def test_last_checkpoint_is_written_every_epoch_even_when_validation_is_not(cfg_
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
 
 
-class _PoisonD(L.Callback):
-    """Turns D's weights to NaN after the last batch of epoch 1: between logging steps, where no loss shows it."""
+class _Poison(L.Callback):
+    """Turns G's or D's weights to NaN after the last batch of epoch 1: between logging steps,
+    where no loss shows it. Records the epochs that were validated after training began."""
+
+    def __init__(self, net: str) -> None:
+        self.net = net
+        self.validated: list[int] = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.current_epoch == 1 and batch_idx == 3:
             with torch.no_grad():
-                next(pl_module.discriminator.parameters()).fill_(float("nan"))
+                next(getattr(pl_module, self.net).parameters()).fill_(float("nan"))
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self.validated.append(trainer.current_epoch)
 
 
-def test_weights_that_diverge_between_logging_steps_stop_the_run_before_they_are_saved(cfg_factory, tmp_path):
-    cfg = cfg_factory("trainer.max_epochs=3", "trainer.log_every_n_steps=3", *EPOCH)  # logs after batches 3, 6, 9
-    with pytest.raises(NonFiniteLossError, match=r"^the weights of D became non-finite in epoch 1: training diverged"):
-        train(cfg, extra_callbacks=[_PoisonD()])
+NO_VALIDATION = ["+trainer.limit_train_batches=4", "+trainer.limit_val_batches=0", "~callbacks.sample_quality", "~callbacks.best_checkpoint"]
+
+
+@pytest.mark.parametrize(
+    ("net", "epoch"),
+    [
+        ("generator", EPOCH),  # caught before validation: epoch 1's samples are never scored
+        ("discriminator", NO_VALIDATION),  # caught at the epoch's end, before the checkpoint callbacks
+    ],
+)
+def test_weights_that_diverge_between_logging_steps_stop_the_run_before_they_are_scored_or_saved(cfg_factory, tmp_path, net, epoch):
+    cfg = cfg_factory("trainer.max_epochs=3", "trainer.log_every_n_steps=3", *epoch)  # logs after batches 3, 6, 9
+    poison = _Poison(net)
+    with pytest.raises(NonFiniteLossError, match=rf"^the weights of {net[0].upper()} became non-finite in epoch 1: training diverged"):
+        train(cfg, extra_callbacks=[poison])
+    assert poison.validated == ([0] if epoch is EPOCH else [])
     last = _weights(tmp_path)
     assert last["epoch"] == 0  # epoch 1's checkpoint was never written
     assert all(torch.isfinite(value).all() for value in last["state_dict"].values() if value.is_floating_point())

@@ -93,6 +93,7 @@ class CheckpointOnInterrupt(L.Callback):
     def __init__(self) -> None:
         self.signal: str | None = None  # "SIGINT" or "SIGTERM" once interrupted
         self.saved_path: str | None = None
+        self.diverged: list[str] = []  # "G", "D": not saved, their weights had become non-finite
         self._sigint_pending = False
         self._handler_installed = False
 
@@ -144,6 +145,11 @@ class CheckpointOnInterrupt(L.Callback):
         # Ctrl-C reaches every DDP rank at a different point, and saving meets at a barrier: only
         # SIGTERM, which Lightning broadcasts so that all ranks stop after the same batch, is safe there.
         if trainer.world_size > 1 and self.signal == "SIGINT":
+            return
+        # Weights that diverged since the last logging step must not replace the last good
+        # last.ckpt (every rank holds the same weights, so under DDP all ranks skip together).
+        if isinstance(pl_module, GAN) and (diverged := pl_module.diverged_nets()):
+            self.diverged = diverged
             return
         # ModelCheckpoint's own routines: its file names, version counter and saved state.
         already_saved = callback._last_global_step_saved == trainer.global_step

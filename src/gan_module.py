@@ -249,6 +249,15 @@ class GAN(L.LightningModule):
         # epoch stops here and last.ckpt keeps the last good epoch.
         self._stop_if_weights_nonfinite()
 
+    def diverged_nets(self) -> list[str]:
+        """``"G"``, ``"D"``: the nets with a NaN or infinite weight (one read from the device)."""
+        nets = {"G": self.generator, "D": self.discriminator}
+        finite = torch.stack([torch.isfinite(p).all() for net in nets.values() for p in net.parameters()]).cpu()
+        if bool(finite.all()):
+            return []
+        flags = iter(finite.tolist())
+        return [name for name, net in nets.items() if not all([next(flags) for _ in net.parameters()])]
+
     def _stop_if_weights_nonfinite(self) -> None:
         """Stop a run whose weights are NaN or infinite before they are scored or saved.
 
@@ -256,12 +265,8 @@ class GAN(L.LightningModule):
         logging step would otherwise be validated and written over the last good ``last.ckpt``.
         One read from the device per epoch (and per validation).
         """
-        nets = {"G": self.generator, "D": self.discriminator}
-        finite = torch.stack([torch.isfinite(p).all() for net in nets.values() for p in net.parameters()]).cpu()
-        if bool(finite.all()):
+        if not (diverged := self.diverged_nets()):
             return
-        flags = iter(finite.tolist())
-        diverged = [name for name, net in nets.items() if not all([next(flags) for _ in net.parameters()])]
         raise NonFiniteLossError(
             f"the weights of {' and '.join(diverged)} became non-finite in epoch {self.current_epoch}: training diverged; "
             "lower model.lr and resume from the last good checkpoint (checkpoints/last.ckpt) or start again"

@@ -105,7 +105,10 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
         if interruption.signal is None:
             raise
         where = f"in epoch {trainer.current_epoch} after {trainer.fit_loop.epoch_loop.batch_progress.current.processed} batches"
-        saved = f"; resume with ckpt_path={interruption.saved_path}" if interruption.saved_path else "; no checkpoint was written"
+        if interruption.diverged:
+            saved = f"; not saved: the weights of {' and '.join(interruption.diverged)} had become non-finite (the last end-of-epoch checkpoint stays)"
+        else:
+            saved = f"; resume with ckpt_path={interruption.saved_path}" if interruption.saved_path else "; no checkpoint was written"
         raise TrainingInterrupted(f"training interrupted by {interruption.signal} {where}{saved}", interruption.signal) from None
     return {name: float(value) for name, value in trainer.callback_metrics.items()}
 

@@ -218,6 +218,28 @@ def test_an_interruption_saves_last_ckpt_and_the_run_resumes_from_it(cfg_factory
     assert torch.load(last, weights_only=True)["global_step"] == 2 * 4 * 2
 
 
+class _PoisonThenInterrupt(L.Callback):
+    """D's weights turn NaN in the first batch of epoch 1 (no logging step shows it), then Ctrl-C."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.current_epoch == 1 and batch_idx == 0:
+            with torch.no_grad():
+                next(pl_module.discriminator.parameters()).fill_(float("nan"))
+            raise KeyboardInterrupt
+
+
+def test_an_interruption_does_not_save_weights_that_have_diverged(cfg_factory, tmp_path):
+    sigint_handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(TrainingInterrupted, match=r"in epoch 1 after 1 batches; not saved: the weights of D had become non-finite \(the last end-of-epoch checkpoint stays\)$"):
+            train(cfg_factory("trainer.max_epochs=2", "trainer.log_every_n_steps=3", *EPOCH), extra_callbacks=[_PoisonThenInterrupt()])
+    finally:
+        signal.signal(signal.SIGINT, sigint_handler)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 0 and last["global_step"] == 4 * 2  # epoch 0's, not the interrupted one
+    assert all(torch.isfinite(value).all() for value in last["state_dict"].values() if value.is_floating_point())
+
+
 # --- Bad input: one line, nothing written --------------------------------------------------
 
 

@@ -252,11 +252,8 @@ class GAN(L.LightningModule):
     def diverged_nets(self) -> list[str]:
         """``"G"``, ``"D"``: the nets with a NaN or infinite weight (one read from the device)."""
         nets = {"G": self.generator, "D": self.discriminator}
-        finite = torch.stack([torch.isfinite(p).all() for net in nets.values() for p in net.parameters()]).cpu()
-        if bool(finite.all()):
-            return []
-        flags = iter(finite.tolist())
-        return [name for name, net in nets.items() if not all([next(flags) for _ in net.parameters()])]
+        finite = torch.stack([torch.stack([torch.isfinite(p).all() for p in net.parameters()]).all() for net in nets.values()])
+        return [name for name, ok in zip(nets, finite.tolist(), strict=True) if not ok]
 
     def _stop_if_weights_nonfinite(self) -> None:
         """Stop a run whose weights are NaN or infinite before they are scored or saved.

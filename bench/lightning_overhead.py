@@ -15,7 +15,10 @@ Arguments other than ``--nvml-probe`` are Hydra overrides of `conf/train.yaml`. 
   of one LightningModule hook;
 - then, over the real training loop, the median time per batch around ``training_step`` (the
   batch-start and batch-end hooks) and between batches (fetching the next batch, Lightning's
-  bookkeeping).
+  bookkeeping);
+- after the first logging step, what Lightning does with the logged values after every batch
+  (its ``metrics`` pass, the progress bar's ``get_metrics``), and the time spent in Python's
+  garbage collector per batch.
 
 ``--nvml-probe`` sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` again after ``GAN.setup`` (what
 importing Lightning does; see src/devices.py), to measure what torch's probe costs per step.
@@ -23,6 +26,7 @@ importing Lightning does; see src/devices.py), to measure what torch's probe cos
 
 from __future__ import annotations
 
+import gc
 import os
 import statistics
 import sys
@@ -52,6 +56,14 @@ class Overhead(L.Callback):
         self.around: list[float] = []
         self.between: list[float] = []
         self._start = self._end = 0.0
+        self.gc_seconds, self.gc_collections, self._gc_start = 0.0, 0, 0.0
+
+    def _time_gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+        else:
+            self.gc_seconds += time.perf_counter() - self._gc_start
+            self.gc_collections += 1
 
     def on_train_start(self, trainer, gan) -> None:
         from bench import plain_step as bare_step
@@ -95,6 +107,8 @@ class Overhead(L.Callback):
         print(f"one round of callback hooks: {per_round:.1f} µs over {len(trainer.callbacks)} callbacks ({names}); one LightningModule hook: {per_module_hook:.1f} µs")
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.skip:
+            gc.callbacks.append(self._time_gc)
         self._start = time.perf_counter()
         if batch_idx > self.skip:
             self.between.append(self._start - self._end)
@@ -103,6 +117,20 @@ class Overhead(L.Callback):
         self._end = time.perf_counter()
         if batch_idx >= self.skip:
             self.around.append(self._end - self._start)
+        if batch_idx == trainer.log_every_n_steps + 10:  # values logged: what Lightning does with them each batch
+            connector, bar, calls = trainer._logger_connector, trainer.progress_bar_callback, 2000
+            for name, work in (("its metrics pass", lambda: connector.metrics), ("the progress bar's get_metrics", lambda: bar.get_metrics(trainer, pl_module))):
+                if name.startswith("the progress") and bar is None:
+                    continue
+                start = time.perf_counter()
+                for _ in range(calls):
+                    work()
+                print(f"Lightning's per-batch work on the logged values, {name}: {(time.perf_counter() - start) / calls * 1e6:.1f} µs")
+            self._end = time.perf_counter()  # the timing above is not between-batch time
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self._time_gc in gc.callbacks:
+            gc.callbacks.remove(self._time_gc)
 
 
 def main(argv: list[str]) -> None:
@@ -117,6 +145,8 @@ def main(argv: list[str]) -> None:
     print(f"torch={torch.__version__} threads={torch.get_num_threads()} nvml_probe={nvml_probe} overrides={overrides}")
     print(f"per batch of the training loop: {statistics.median(overhead.around) * 1e3:.3f} ms from batch start to batch end "
           f"(training_step and its hooks), {statistics.median(overhead.between) * 1e3:.3f} ms between batches (fetch, bookkeeping)")
+    batches = len(overhead.around)
+    print(f"garbage collector: {overhead.gc_collections} collections in {batches} batches, {overhead.gc_seconds / batches * 1e6:.1f} µs per batch")
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ install: $(VENV)/.installed ## Create .venv and install the project with its tes
 data: install ## Provision MNIST and Fashion-MNIST into DATA_DIR (default: data/), offline sources first
 	$(PY) -m src.data.provision --root $(DATA_DIR)
 
-classifiers: data ## Train (or check) the domain classifiers of the quality metrics (FID, cond_acc ...), cached in DATA_DIR/classifiers
-	$(PY) -m src.metrics.classifier --root $(DATA_DIR)
+classifiers: data ## Verify the pinned classifiers of the quality metrics (FID, cond_acc ...) and measure their test accuracy
+	$(PY) -m src.metrics.classifier check --root $(DATA_DIR)
 
 train: data ## Train the default config (seed GAN, Fashion-MNIST); ARGS="model=cgan ..." to change it
 	$(PY) -m src.train paths.data_dir=$(DATA_DIR) $(ARGS)

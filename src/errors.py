@@ -9,7 +9,11 @@ from contextlib import contextmanager
 from omegaconf import MissingMandatoryValue
 
 
-class ConfigError(ValueError):
+class UserError(Exception):
+    """An error that is the user's to fix: every command prints it as one ``error:`` line, exit status 1."""
+
+
+class ConfigError(UserError, ValueError):
     """A configuration value is invalid; the message names the key and what it accepts."""
 
 
@@ -29,6 +33,28 @@ class TrainingInterrupted(RuntimeError):
         self.signal_name = signal_name
         # The shell's convention for a process stopped by a signal: 128 + its number.
         self.exit_code = 130 if signal_name == "SIGINT" else 143
+
+
+def user_error(err: BaseException) -> UserError | None:
+    """The user's error inside ``err`` (through Hydra's ``InstantiationException`` wrappers), or None for a bug."""
+    from hydra.errors import InstantiationException
+
+    while isinstance(err, InstantiationException) and err.__cause__ is not None:
+        err = err.__cause__
+    return err if isinstance(err, UserError) else None
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """The error boundary of a command: a user's error ends it with one ``error:`` line and exit status 1;
+    anything else (a bug) keeps its traceback."""
+    try:
+        yield
+    except Exception as err:
+        if (shown := user_error(err)) is None:
+            raise
+        print(f"error: {shown}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""Score a checkpoint's samples: FID, KID, classifier score, class entropy, cond_acc (as JSON).
+"""Score a checkpoint's samples: FID, KID, precision/recall, density/coverage, classifier score, class entropy; iFID and cond_acc for a cGAN (JSON).
 
     python -m src.evaluate ckpt_path=outputs/runs/<run>/checkpoints/best.ckpt
     python -m src.evaluate ckpt_path=model.ckpt dataset=mnist data_dir=/scratch/data num_samples=5000
@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.checkpoint import load_model
 from src.data.provision import DATASETS, raw_folder
 from src.errors import ConfigError, checkpoint_command_errors
+from src.metrics.callback import MIN_SAMPLES
 from src.metrics.classifier import load_classifier, load_split
 from src.metrics.quality import QualityMetrics, fixed_inputs, generate
 
@@ -44,15 +45,16 @@ def resolve_data(cfg: DictConfig) -> tuple[str, str]:
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    if isinstance(cfg.num_samples, bool) or not isinstance(cfg.num_samples, int) or cfg.num_samples < 2:
-        raise ConfigError(f"num_samples must be an integer of at least 2, got {cfg.num_samples}")
+    if isinstance(cfg.num_samples, bool) or not isinstance(cfg.num_samples, int) or cfg.num_samples < MIN_SAMPLES:
+        raise ConfigError(f"num_samples must be an integer of at least {MIN_SAMPLES} (the k-NN metrics need more than 5 images), got {cfg.num_samples}")
     model = load_model(cfg.ckpt_path, map_location=cfg.device)
     name, data_dir = resolve_data(cfg)
     if model.num_classes not in (None, 10):
         raise ConfigError(f"the model is conditional on {model.num_classes} classes but {name} has 10")
-    classifier, info = load_classifier(name, data_dir)
-    real_images, _ = load_split(name, data_dir, train=False)
-    metrics = QualityMetrics(classifier, real_images[: cfg.num_samples], batch_size=cfg.batch_size, seed=cfg.seed).to(cfg.device)
+    classifier, info = load_classifier(name, cfg.get("classifier"))
+    real_images, real_labels = load_split(name, data_dir, train=False)
+    real_labels = real_labels[: cfg.num_samples] if model.num_classes else None
+    metrics = QualityMetrics(classifier, real_images[: cfg.num_samples], real_labels, batch_size=cfg.batch_size, seed=cfg.seed).to(cfg.device)
     noise, labels = fixed_inputs(cfg.num_samples, model.latent_dim, model.num_classes, cfg.seed)
     figures = metrics.compute(generate(model, noise, labels, cfg.batch_size), labels)
     return {
@@ -60,6 +62,8 @@ def evaluate(cfg: DictConfig) -> dict:
         "data": name,
         "num_samples": cfg.num_samples,
         "seed": cfg.seed,
+        "classifier": info["classifier"],
+        "classifier_sha256": info["sha256"],
         "classifier_test_accuracy": info["test_accuracy"],
         **{key: (value if math.isfinite(value) else None) for key, value in figures.items()},
     }

@@ -23,8 +23,11 @@ from omegaconf import DictConfig
 log = logging.getLogger(__name__)
 
 JOB_RESULT = "job_result.json"
-METRIC_COLUMNS = ("val/fid", "val/kid", "val/classifier_score", "val/class_entropy", "val/cond_acc", "train/d_loss", "train/g_loss")
-HIGHER_IS_BETTER = ("score", "acc", "entropy")
+METRIC_COLUMNS = (
+    "val/fid", "val/kid", "val/precision", "val/recall", "val/density", "val/coverage", "val/ifid",
+    "val/classifier_score", "val/class_entropy", "val/cond_acc", "train/d_loss", "train/g_loss",
+)
+HIGHER_IS_BETTER = ("score", "acc", "entropy", "precision", "recall", "density", "coverage")
 
 
 def infer_direction(metric: str | None) -> str:

@@ -1,19 +1,16 @@
-"""The quality metrics on small synthetic data: FID/KID against itself and noise, class metrics, the classifier cache."""
+"""The quality metrics on small synthetic data: FID/KID/iFID against itself and others, class metrics, the pinned classifiers."""
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from src.metrics import classifier as clf
-from src.metrics.classifier import DomainClassifier, Recipe, cache_paths, load_classifier
-from src.metrics.quality import QualityMetrics, class_metrics
+from src.metrics.classifier import ClassifierError, DomainClassifier, Recipe, load_classifier, pinned_path
+from src.metrics.quality import NonFiniteSamplesError, QualityMetrics, class_metrics
 from tests.conftest import write_tiny_dataset
 
 TINY = Recipe(channels=(4, 8), feature_dim=16, epochs=1, batch_size=64)
@@ -75,39 +72,63 @@ def test_class_metrics_of_a_collapsed_generator():
     assert "cond_acc" not in class_metrics(logits)
 
 
-def test_classifier_is_cached_with_its_hash_and_accuracy_and_rebuilt_when_needed(tmp_path, monkeypatch):
+PINNED = {  # the digests the project's figures are measured with: changing a file changes every figure
+    "mnist": "ab4bcf85927dde33f1721446b7fb168b951562f88ebb1c6e15ee2a13673a7ca1",
+    "fashion_mnist": "3086538f61e95e89cd3c10cddc4ccbf12affa925ac62d17e9992c397dc22005d",
+}
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+def test_the_pinned_classifiers_are_shipped_verified_and_loaded(name):
+    assert clf.PINNED_SHA256 == PINNED
+    assert clf.file_sha256(pinned_path(name)) == PINNED[name]
+    model, info = load_classifier(name)
+    assert info["classifier"] == "pinned" and info["sha256"] == PINNED[name] and info["data"] == name
+    assert info["recipe"] == Recipe().as_dict() and info["test_accuracy"] > (0.99 if name == "mnist" else 0.90)
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+
+
+def _pinned_copy(tmp_path, monkeypatch, name="mnist") -> Path:
+    copy = tmp_path / "weights" / f"{name}.pt"
+    copy.parent.mkdir()
+    copy.write_bytes(pinned_path(name).read_bytes())
+    monkeypatch.setattr(clf, "pinned_path", lambda n: tmp_path / "weights" / f"{n}.pt")
+    return copy
+
+
+def test_an_altered_or_missing_pinned_classifier_is_one_line_that_says_how_to_restore_it(tmp_path, monkeypatch):
+    copy = _pinned_copy(tmp_path, monkeypatch)
+    load_classifier("mnist")  # the copy itself is fine
+    copy.write_bytes(copy.read_bytes() + b"tampered")
+    with pytest.raises(ClassifierError, match=r"^the pinned mnist classifier .* has been altered \(SHA-256 .*: restore it with `git checkout -- src/metrics/weights/`") as altered:
+        load_classifier("mnist")
+    copy.unlink()
+    with pytest.raises(ClassifierError, match=r"^the pinned mnist classifier .* is missing: restore it with `git checkout") as missing:
+        load_classifier("mnist")
+    assert "\n" not in str(altered.value) + str(missing.value)
+
+
+def test_training_a_classifier_writes_where_asked_and_never_over_a_pinned_or_existing_file(tmp_path, monkeypatch):
     write_tiny_dataset(tmp_path, "mnist")
-    builds = []
-    real_build = clf.build_classifier
-    monkeypatch.setattr(clf, "build_classifier", lambda *args: builds.append(args) or real_build(*args))
-
-    model, info = load_classifier("mnist", tmp_path, TINY)
-    weights, info_path = cache_paths("mnist", tmp_path)
-    assert weights.is_file() and len(builds) == 1
-    assert info == json.loads(info_path.read_text())
-    assert info["sha256"] == clf.file_sha256(weights) and 0.0 <= info["test_accuracy"] <= 1.0
-    assert info["recipe"]["epochs"] == 1 and not model.training
-
-    load_classifier("mnist", tmp_path, TINY)  # valid cache: no training
-    assert len(builds) == 1
-
-    weights.write_bytes(weights.read_bytes() + b"tampered")  # content no longer matches its hash
-    load_classifier("mnist", tmp_path, TINY)
-    assert len(builds) == 2 and json.loads(info_path.read_text())["sha256"] == clf.file_sha256(weights)
-
-    weights.unlink()  # missing
-    load_classifier("mnist", tmp_path, TINY)
-    assert len(builds) == 3
-
-    load_classifier("mnist", tmp_path, Recipe(channels=(4, 8), feature_dim=16, epochs=2, batch_size=64))  # another recipe
-    assert len(builds) == 4
-
-    write_tiny_dataset(tmp_path, "mnist", seed=1)  # other training images
-    load_classifier("mnist", tmp_path, Recipe(channels=(4, 8), feature_dim=16, epochs=2, batch_size=64))
-    assert len(builds) == 5
-
-    with pytest.raises(FileNotFoundError, match="make classifiers"):
-        load_classifier("fashion_mnist", tmp_path, TINY, build=False)
+    pinned_before = pinned_path("mnist").read_bytes()
+    with pytest.raises(ClassifierError, match="is a pinned classifier, which training never replaces"):
+        clf.train_to("mnist", tmp_path, pinned_path("mnist"), TINY, force=True)
+    assert pinned_path("mnist").read_bytes() == pinned_before
+    output = tmp_path / "research" / "mnist_tiny.pt"
+    result = clf.train_to("mnist", tmp_path, output, TINY)
+    assert result["sha256"] == clf.file_sha256(output) and 0.0 <= result["test_accuracy"] <= 1.0
+    assert [p.name for p in output.parent.iterdir()] == ["mnist_tiny.pt"]  # no temporary file left
+    model, info = load_classifier("mnist", output)
+    assert info["classifier"] == str(output) and info["recipe"] == TINY.as_dict() and model.num_features == TINY.feature_dim
+    with pytest.raises(ClassifierError, match="exists: choose another --output, or add --force"):
+        clf.train_to("mnist", tmp_path, output, TINY)
+    clf.train_to("mnist", tmp_path, output, TINY, force=True)
+    with pytest.raises(ClassifierError, match="is the classifier of mnist, not of fashion_mnist"):
+        load_classifier("fashion_mnist", output)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(ClassifierError, match="is not a readable classifier file"):
+        load_classifier("mnist", garbage)
 
 
 def test_training_the_classifier_leaves_the_callers_random_state_alone(tmp_path):
@@ -115,47 +136,39 @@ def test_training_the_classifier_leaves_the_callers_random_state_alone(tmp_path)
     torch.manual_seed(7)
     expected = torch.rand(3)
     torch.manual_seed(7)
-    clf.build_classifier("fashion_mnist", tmp_path, TINY)
+    clf.fit_classifier("fashion_mnist", tmp_path, TINY)
     assert torch.equal(torch.rand(3), expected)
 
 
-CONCURRENT_LOAD = """
-import sys, time
-from pathlib import Path
-from src.metrics import classifier as clf
-from tests.test_metrics import TINY
-root, log = Path(sys.argv[1]), Path(sys.argv[2])
-real_fit = clf.fit_classifier
-def fit(*args):
-    with log.open("a") as f:
-        f.write("built\\n")
-    time.sleep(2)  # a slow build: the other process arrives while it runs
-    return real_fit(*args)
-clf.fit_classifier = fit
-clf.load_classifier("mnist", root, TINY)
-"""
+def test_intra_class_fid_sees_samples_of_the_wrong_class_that_fid_does_not(features_net):
+    real, labels = structured_images(400, seed=0), torch.arange(400) % 10
+    metrics = QualityMetrics(features_net, real, labels, batch_size=128, kid_subset_size=100)
+    right = metrics.compute(structured_images(400, seed=1), labels)
+    wrong = metrics.compute(structured_images(400, seed=1), (labels + 1) % 10)  # every sample asked for another class
+    assert wrong["fid"] == right["fid"]  # the same images: overall they match the real distribution
+    assert wrong["ifid"] > 20 * right["ifid"] and right["ifid"] < 3 * max(right["fid"], 1e-3) + 1.0
+    itself = metrics.compute(real, labels)
+    assert abs(itself["ifid"]) < 1e-6 and "ifid" not in QualityMetrics(features_net, real).compute(real, labels)
 
 
-@pytest.mark.slow
-def test_runs_started_together_on_a_fresh_data_folder_build_the_classifier_once(tmp_path):
-    write_tiny_dataset(tmp_path, "mnist")
-    log = tmp_path / "builds.log"
-    repo = Path(__file__).resolve().parents[1]
-    processes = [subprocess.Popen([sys.executable, "-c", CONCURRENT_LOAD, str(tmp_path), str(log)], cwd=repo) for _ in range(2)]
-    assert [process.wait(timeout=300) for process in processes] == [0, 0]
-    assert log.read_text() == "built\n"
-    weights, info_path = cache_paths("mnist", tmp_path)
-    assert json.loads(info_path.read_text())["sha256"] == clf.file_sha256(weights)
+def test_non_finite_samples_are_refused_with_one_line(features_net):
+    metrics = QualityMetrics(features_net, structured_images(50, seed=0))
+    with pytest.raises(NonFiniteSamplesError, match="NaN or infinite"):
+        metrics.compute(torch.full((50, 1, 28, 28), float("nan")))
 
 
-def test_a_valid_cached_classifier_is_read_without_writing_anything(tmp_path):
-    # A shared, read-only data folder must do: no lock file, no folder, unless a build is needed.
-    write_tiny_dataset(tmp_path, "mnist")
-    load_classifier("mnist", tmp_path, TINY)
-    weights, _ = cache_paths("mnist", tmp_path)
-    for lock in weights.parent.glob("*.lock"):
-        lock.unlink()
-    before = {path: path.stat().st_mtime_ns for path in weights.parent.iterdir()}
-    load_classifier("mnist", tmp_path, TINY)
-    load_classifier("mnist", tmp_path, TINY, build=False)
-    assert {path: path.stat().st_mtime_ns for path in weights.parent.iterdir()} == before
+def test_the_figures_do_not_depend_on_the_number_of_threads():
+    classifier, _ = load_classifier("fashion_mnist")
+    real, labels = structured_images(600, seed=0), torch.arange(600) % 10
+    fake = structured_images(600, seed=3).float().div(127.5).sub(1).add(0.3 * torch.rand(600, 1, 28, 28, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    threads = torch.get_num_threads()
+    try:
+        figures = []
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            figures.append(QualityMetrics(classifier, real, labels, kid_subset_size=200).compute(fake, labels))
+    finally:
+        torch.set_num_threads(threads)
+    assert figures[0].keys() == figures[1].keys() and len(figures[0]) == 10
+    for name in figures[0]:
+        assert figures[1][name] == pytest.approx(figures[0][name], rel=1e-4, abs=1e-6), name

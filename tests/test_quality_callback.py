@@ -8,19 +8,25 @@ import lightning as L
 import pytest
 import torch
 
+from src.metrics import classifier
 from src.metrics.callback import SampleQuality
 from src.train import train
 
-QUALITY = ["val/fid", "val/kid", "val/classifier_score", "val/class_entropy"]
+QUALITY = ["val/fid", "val/kid", "val/precision", "val/recall", "val/density", "val/coverage", "val/classifier_score", "val/class_entropy"]
 TINY_TRAINING = ["trainer.max_epochs=2", "+trainer.limit_train_batches=2", "callbacks.sample_quality.num_samples=100"]
 
 
 @pytest.mark.parametrize("model", ["gan", "cgan"])
-def test_quality_metrics_are_logged_and_rank_the_best_checkpoint(cfg_factory, tmp_path, model):
+def test_quality_metrics_are_logged_and_rank_the_best_checkpoint(cfg_factory, tmp_path, model, monkeypatch):
+    def no_training(*args):
+        raise AssertionError("a training run trained a classifier")
+
+    monkeypatch.setattr(classifier, "fit_classifier", no_training)  # the pinned classifier is used as it is
     metrics = train(cfg_factory(f"model={model}", "data=mnist", *TINY_TRAINING))
-    expected = QUALITY + (["val/cond_acc"] if model == "cgan" else [])
+    expected = QUALITY + (["val/ifid", "val/cond_acc"] if model == "cgan" else [])
     assert set(expected) <= set(metrics)
-    assert ("val/cond_acc" in metrics) == (model == "cgan")
+    assert ("val/cond_acc" in metrics) == ("val/ifid" in metrics) == (model == "cgan")
+    assert all(0.0 <= metrics[f"val/{name}"] <= 1.0 for name in ("precision", "recall", "coverage")) and metrics["val/density"] >= 0.0
     assert all(torch.isfinite(torch.tensor(metrics[name])) for name in expected)
     assert 0.0 <= metrics["val/class_entropy"] <= 3.33 and 1.0 <= metrics["val/classifier_score"] <= 10.0
     assert (tmp_path / "checkpoints" / "best.ckpt").is_file() and (tmp_path / "checkpoints" / "last.ckpt").is_file()
@@ -63,7 +69,7 @@ def test_every_ddp_rank_logs_the_figures_rank_zero_computed(cfg_factory, tmp_pat
     cfg = cfg_factory("model=cgan", "trainer=ddp_cpu", "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1")
     train(cfg, extra_callbacks=[MetricsProbe(tmp_path)])
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    quality = ["val/fid", "val/kid", "val/classifier_score", "val/class_entropy", "val/cond_acc"]
+    quality = [*QUALITY, "val/ifid", "val/cond_acc"]
     assert all(name in ranks[0] for name in quality)
     assert {k: ranks[0][k] for k in quality} == {k: ranks[1][k] for k in quality}
     assert (tmp_path / "checkpoints" / "best.ckpt").is_file()

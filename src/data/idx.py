@@ -15,12 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from src.errors import UserError
+
 # The third byte of the magic number is the element type; 0x08 is unsigned byte.
 _UBYTE = 0x08
 IMAGES_NDIM, LABELS_NDIM = 3, 1
 
 
-class IdxFormatError(ValueError):
+class IdxFormatError(UserError, ValueError):
     """A file that should be IDX is truncated, corrupt or of the wrong kind."""
 
 

@@ -37,7 +37,7 @@ import numpy as np
 from torchvision.datasets import MNIST, FashionMNIST
 
 from src.data.idx import IdxFormatError, read_header, write_idx
-from src.errors import ConfigError
+from src.errors import ConfigError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ MNIST_PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d7
 _SUBPROCESS_TIMEOUT_S = 600
 
 
-class DataUnavailableError(RuntimeError):
+class DataUnavailableError(UserError, RuntimeError):
     """No source could provide the data set; the message says what to do."""
 
 

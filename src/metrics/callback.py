@@ -7,11 +7,15 @@ import os
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 from src.errors import ConfigError
-from src.metrics.classifier import Recipe, load_classifier, load_split
+from src.metrics.classifier import load_classifier, load_split
 from src.metrics.quality import QualityMetrics, fixed_inputs, generate
+
+
+MIN_SAMPLES = 10  # the k-NN radii of density/coverage (k = 5) need more than 5 images on each side
 
 
 class SampleQuality(L.Callback):
@@ -19,43 +23,47 @@ class SampleQuality(L.Callback):
 
     The images come from ``pl_module.sample(noise, labels)`` with noise drawn once from ``seed``
     and, for a conditional model, labels cycling through the classes (balanced), so epochs are
-    comparable. They are scored against the first ``num_samples`` images of the test split with
-    the data set's domain classifier (``src/metrics/classifier.py``, trained and cached under the
-    data folder on first use). Logged as ``val/fid``, ``val/kid``, ``val/classifier_score``,
-    ``val/class_entropy`` (bits) and, for a conditional model, ``val/cond_acc``.
+    comparable. They are scored against the first ``num_samples`` images of the test split in the
+    feature space of the data set's pinned classifier (``src/metrics/classifier.py``; or the
+    classifier file ``classifier``). Logged as ``val/fid``, ``val/kid``, ``val/precision``,
+    ``val/recall``, ``val/density``, ``val/coverage``, ``val/classifier_score``,
+    ``val/class_entropy`` (bits) and, for a conditional model, ``val/ifid`` and ``val/cond_acc``.
+    Everything on the real side is computed once per run (``prepare``), not per epoch.
 
     Under DDP rank zero computes and broadcasts the figures, so every rank logs (and every
     rank's ``ModelCheckpoint`` compares) the same values, independent of the number of ranks.
     """
 
-    def __init__(
-        self,
-        num_samples: int = 10_000,
-        every_n_epochs: int = 1,
-        batch_size: int = 1000,
-        seed: int = 0,
-        data_root: str | os.PathLike | None = None,
-    ) -> None:
-        if int(num_samples) < 2:
-            raise ConfigError(f"callbacks.sample_quality.num_samples must be at least 2 (FID needs a covariance), got {num_samples}")
+    def __init__(self, num_samples: int = 10_000, every_n_epochs: int = 1, batch_size: int = 1000, seed: int = 0, classifier: str | os.PathLike | None = None) -> None:
+        if int(num_samples) < MIN_SAMPLES:
+            raise ConfigError(f"callbacks.sample_quality.num_samples must be at least {MIN_SAMPLES} (the k-NN metrics need more than 5 images), got {num_samples}")
         self.num_samples = int(num_samples)
         self.every_n_epochs = int(every_n_epochs)
         self.batch_size = int(batch_size)
         self.seed = seed
-        self.data_root = data_root
-        self.recipe = Recipe()
+        self.classifier = classifier
         self.metrics: QualityMetrics | None = None
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        # Here, not in the validation hook: validation runs without autograd, and training the
-        # classifier (first use) needs it. Only rank zero scores, so only it loads the classifier.
-        if self.metrics is not None or not trainer.is_global_zero:
+    def prepare(self, datamodule: L.LightningDataModule, pl_module: L.LightningModule) -> None:
+        """Load the classifier and compute the real side; ``train()`` calls it before a run writes
+        anything, so a missing classifier or too few images per class is a one-line error."""
+        if self.metrics is not None:
             return
-        datamodule = trainer.datamodule
-        root = self.data_root or datamodule.root
-        classifier, _ = load_classifier(datamodule.name, root, self.recipe)
-        real_images, _ = load_split(datamodule.name, root, train=False)
-        self.metrics = QualityMetrics(classifier, real_images[: self.num_samples], batch_size=self.batch_size, seed=self.seed)
+        classifier, _ = load_classifier(datamodule.name, self.classifier)
+        real_images, real_labels = load_split(datamodule.name, datamodule.root, train=False)
+        real_images, real_labels = real_images[: self.num_samples], real_labels[: self.num_samples]
+        if pl_module.num_classes:
+            counts = torch.bincount(real_labels, minlength=pl_module.num_classes)
+            if self.num_samples < 2 * pl_module.num_classes or int(counts.min()) < 2:
+                raise ConfigError(
+                    f"callbacks.sample_quality.num_samples={self.num_samples} leaves fewer than 2 images of some class for the intra-class FID: "
+                    f"use at least {2 * pl_module.num_classes} (and a test split with 2 of every class among them)"
+                )
+        self.metrics = QualityMetrics(classifier, real_images, real_labels if pl_module.num_classes else None, batch_size=self.batch_size, seed=self.seed)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.is_global_zero:  # only rank zero scores
+            self.prepare(trainer.datamodule, pl_module)
 
     def score(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         noise, labels = fixed_inputs(self.num_samples, pl_module.latent_dim, pl_module.num_classes, self.seed)

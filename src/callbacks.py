@@ -1,4 +1,4 @@
-"""Lightning callbacks of the project: the per-epoch sample grid and the run's checkpoints."""
+"""Lightning callbacks of the project: the per-epoch sample and interpolation grids, the HParams summary and the run's checkpoints."""
 
 from __future__ import annotations
 
@@ -11,8 +11,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image, ImageDraw, ImageFont
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
 from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 from torchvision.utils import make_grid, save_image
+
+from src.errors import ConfigError
+from src.interpolation import latent_walk
 
 
 def label_rows(grid: torch.Tensor, names: list[str], row_height: int, padding: int) -> torch.Tensor:
@@ -39,14 +44,21 @@ class SampleGrid(L.Callback):
     writes ``final.png``. For a conditional model each row is one class, labelled by name.
     """
 
+    tag = "samples"
+    prefix = ""
+
     def __init__(self, dirpath: str | None = None, every_n_epochs: int = 1, padding: int = 2) -> None:
         self.dirpath = Path(dirpath) if dirpath else None
         self.every_n_epochs = every_n_epochs
         self.padding = padding
 
+    def images(self, pl_module: L.LightningModule) -> tuple[torch.Tensor, int]:
+        """The grid's images and its number of columns."""
+        return pl_module.sample(), pl_module.hparams.sample_cols
+
     def render(self, trainer: L.Trainer, pl_module: L.LightningModule) -> torch.Tensor:
-        images = pl_module.sample().float().cpu()
-        columns = pl_module.hparams.sample_cols
+        images, columns = self.images(pl_module)
+        images = images.float().cpu()
         grid = make_grid(images, nrow=columns, padding=self.padding, normalize=True, value_range=(-1, 1))
         if pl_module.conditional:
             datamodule = getattr(trainer, "datamodule", None)
@@ -58,7 +70,7 @@ class SampleGrid(L.Callback):
         if self.dirpath is None:
             return
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        save_image(grid, self.dirpath / filename)
+        save_image(grid, self.dirpath / f"{self.prefix}{filename}")
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -70,12 +82,71 @@ class SampleGrid(L.Callback):
         step = trainer.fit_loop.epoch_loop._batches_that_stepped
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image("samples", grid, global_step=step)
+                logger.experiment.add_image(self.tag, grid, global_step=step)
         self._write(grid, f"epoch_{trainer.current_epoch:03d}.png")
 
     @rank_zero_only
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._write(self.render(trainer, pl_module), "final.png")
+
+
+class InterpolationGrid(SampleGrid):
+    """Like ``SampleGrid``, a grid of latent walks (``src/interpolation.py``): ``rows`` rows of
+    ``steps`` images, each row a spherical interpolation between two fixed latent points; for a
+    conditional model the same walk in every class row. TensorBoard tag ``interpolation``, files
+    ``interpolation_epoch_NNN.png`` and ``interpolation_final.png``. Whether G's latent space is
+    smooth or collapsed shows here before it shows in the metrics."""
+
+    tag = "interpolation"
+    prefix = "interpolation_"
+
+    def __init__(self, dirpath: str | None = None, rows: int = 8, steps: int = 10, seed: int = 1, every_n_epochs: int = 1, padding: int = 2) -> None:
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1 or isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+            raise ConfigError(f"callbacks.interpolation_grid needs rows >= 1 and steps >= 2 (integers), got rows={rows!r}, steps={steps!r}")
+        super().__init__(dirpath, every_n_epochs, padding)
+        self.rows, self.steps, self.seed = rows, steps, seed
+
+    def images(self, pl_module: L.LightningModule) -> tuple[torch.Tensor, int]:
+        noise, labels = latent_walk(self.rows, self.steps, pl_module.latent_dim, pl_module.num_classes, seed=self.seed)
+        labels = None if labels is None else labels.to(pl_module.device)
+        return pl_module.sample(noise.to(pl_module.device), labels), self.steps
+
+
+class HParamsSummary(L.Callback):
+    """TensorBoard's HParams tab: the run's hyperparameters with its final figures, one row per run.
+
+    Lightning's ``log_hyperparams`` writes the HParams summaries only together with metric
+    values (and with ``default_hp_metric`` off, with none at all): so when training ends (or
+    stops on an error) this writes the summaries with torch's public ``hparams()`` into each
+    TensorBoard logger's folder, naming every ``val/*`` and ``train/*`` figure the run logged;
+    TensorBoard reads their values from the run's own scalars. ``tensorboard --logdir <sweep>``
+    then lists one row per job, with its parallel-coordinates view.
+    """
+
+    def __init__(self, hparams: dict[str, bool | int | float | str]) -> None:
+        self.hparams = hparams
+        self.written = False
+
+    @rank_zero_only
+    def _write(self, trainer: L.Trainer) -> None:
+        if self.written:
+            return
+        self.written = True
+        metrics = {name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith(("val/", "train/"))}
+        if not metrics:
+            return
+        experiment, start, end = hparams(self.hparams, metrics)
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                with SummaryWriter(log_dir=logger.log_dir) as writer:
+                    for summary in (experiment, start, end):
+                        writer.file_writer.add_summary(summary)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._write(trainer)  # a diverged or interrupted job keeps its row, with the figures it reached
 
 
 class RunCheckpoint(ModelCheckpoint):

@@ -3,6 +3,7 @@
     python -m src.generate ckpt_path=outputs/runs/<run>/checkpoints/best.ckpt num_samples=64
     python -m src.generate ckpt_path=... num_samples=100 labels=all     # cGAN: one row per class
     python -m src.generate ckpt_path=... num_samples=16 label=7 seed=1  # cGAN: sixteen 7s
+    python -m src.generate ckpt_path=... interpolate=true              # latent walks: 8 rows of 10 (cGAN: one walk, a row per class)
 
 The ``.npz`` holds ``images`` (N x 28 x 28 uint8, 0 = black) and ``labels`` (N int64: the class
 each image was asked for; -1 for an unconditional model). Both files go beside the checkpoint
@@ -22,23 +23,31 @@ from torchvision.utils import make_grid, save_image
 
 from src.checkpoint import load_model
 from src.errors import ConfigError, checkpoint_command_errors
+from src.interpolation import latent_walk
 from src.metrics.quality import generate
 
 
-def asked_labels(model, num_samples: int, label: int | None, labels: str | None) -> torch.Tensor | None:
-    """The class of each sample: ``label`` for all, or every class in turn, one equal block (a grid row) each."""
+def check_label(model, label: int | None, labels: str | None) -> None:
+    """``label=K`` / ``labels=all`` against what the model takes."""
     if not model.conditional:
         if label is not None or labels is not None:
             asked = f"label={label}" if label is not None else f"labels={labels}"
             raise ConfigError(f"{asked}: this model is unconditional, it takes no label")
-        return None
+        return
     if label is not None and labels is not None:
         raise ConfigError("give label=K or labels=all, not both")
     if labels not in (None, "all"):
         raise ConfigError(f"labels={labels}: the only choice is labels=all (or one class with label=K)")
+    if label is not None and (isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < model.num_classes):
+        raise ConfigError(f"label={label} is not one of this model's classes 0..{model.num_classes - 1}")
+
+
+def asked_labels(model, num_samples: int, label: int | None, labels: str | None) -> torch.Tensor | None:
+    """The class of each sample: ``label`` for all, or every class in turn, one equal block (a grid row) each."""
+    check_label(model, label, labels)
+    if not model.conditional:
+        return None
     if label is not None:
-        if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < model.num_classes:
-            raise ConfigError(f"label={label} is not one of this model's classes 0..{model.num_classes - 1}")
         return torch.full((num_samples,), label, dtype=torch.long)
     if num_samples % model.num_classes:
         raise ConfigError(
@@ -53,7 +62,16 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return images.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).squeeze(1).cpu().numpy()
 
 
+def _positive_int(cfg: DictConfig, key: str, least: int = 1) -> int:
+    value = cfg[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigError(f"{key} must be an integer of at least {least}, got {value!r}")
+    return value
+
+
 def run(cfg: DictConfig) -> tuple[Path, Path]:
+    if cfg.interpolate:
+        return run_interpolation(cfg)
     num_samples = cfg.num_samples
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ConfigError(f"num_samples must be a positive integer, got {num_samples}")
@@ -63,10 +81,29 @@ def run(cfg: DictConfig) -> tuple[Path, Path]:
     images = generate(model, noise, labels, cfg.batch_size).cpu()
 
     which = "all" if labels is not None and cfg.label is None else (f"label{cfg.label}" if labels is not None else "uncond")
-    stem = Path(cfg.output) if cfg.output else Path(cfg.ckpt_path).with_name(f"{Path(cfg.ckpt_path).stem}_n{num_samples}_{which}_seed{cfg.seed}")
-    stem.parent.mkdir(parents=True, exist_ok=True)
     # One row per class when every class is asked for; otherwise as square as possible.
     nrow = math.ceil(num_samples / model.num_classes) if which == "all" else math.ceil(math.sqrt(num_samples))
+    return write(cfg, images, labels, nrow, f"n{num_samples}_{which}_seed{cfg.seed}")
+
+
+def run_interpolation(cfg: DictConfig) -> tuple[Path, Path]:
+    """``interpolate=true``: ``rows`` latent walks of ``steps`` images (``src/interpolation.py``);
+    a conditional model walks once, in every class's row (or ``rows`` walks of ``label=K``)."""
+    rows, steps = _positive_int(cfg, "rows"), _positive_int(cfg, "steps", least=2)
+    model = load_model(cfg.ckpt_path, map_location=cfg.device)
+    check_label(model, cfg.label, cfg.labels)
+    noise, labels = latent_walk(rows, steps, model.latent_dim, model.num_classes, cfg.label, seed=int(cfg.seed))
+    images = generate(model, noise, labels, cfg.batch_size).cpu()
+    which = "uncond" if labels is None else ("all" if cfg.label is None else f"label{cfg.label}")
+    shown_rows = model.num_classes if which == "all" else rows
+    return write(cfg, images, labels, steps, f"interp_r{shown_rows}_s{steps}_{which}_seed{cfg.seed}")
+
+
+def write(cfg: DictConfig, images: torch.Tensor, labels: torch.Tensor | None, nrow: int, name: str) -> tuple[Path, Path]:
+    """The grid (``nrow`` images a row) as PNG and the images with their asked labels as ``.npz``."""
+    num_samples = len(images)
+    stem = Path(cfg.output) if cfg.output else Path(cfg.ckpt_path).with_name(f"{Path(cfg.ckpt_path).stem}_{name}")
+    stem.parent.mkdir(parents=True, exist_ok=True)
     png, npz = stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".npz")
     save_image(make_grid(images, nrow=nrow, normalize=True, value_range=(-1, 1)), png)
     asked = labels.numpy() if labels is not None else np.full(num_samples, -1, dtype=np.int64)

@@ -19,19 +19,18 @@ from pathlib import Path
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.multiprocessing import ProcessRaisedException
 
+from src.callbacks import HParamsSummary
 from src.checkpoint import AtomicCheckpointIO, CheckpointOnInterrupt, StoreModelConfig, check_same_model, newest_checkpoint_callback, read_checkpoint
-from src.data.idx import IdxFormatError
-from src.data.provision import DataUnavailableError
 from src.checks import check_numbers, check_output_dir
 from src.devices import cpu_threads
-from src.errors import ConfigError, NonFiniteLossError, TrainingInterrupted
+from src.metrics.callback import SampleQuality
+from src.errors import ConfigError, NonFiniteLossError, TrainingInterrupted, UserError, user_error
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +43,56 @@ def _instantiate_dict(section: DictConfig | None) -> list:
     if not section:
         return []
     return [instantiate(entry) for entry in section.values() if entry and "_target_" in entry]
+
+
+# What a run's HParams row shows besides the config choices and the job's own overrides: the
+# values a sweep varies most. (label, key); the learning rates and EMA are shown as they act.
+HPARAM_KEYS = (
+    ("data.batch_size", "data.batch_size"),
+    ("model.loss", "model.loss"),
+    ("model.n_critic", "model.n_critic"),
+    ("model.r1_gamma", "model.r1_gamma"),
+    ("model.label_smoothing", "model.label_smoothing"),
+    ("trainer.max_epochs", "trainer.max_epochs"),
+    ("seed", "seed"),
+)
+
+
+def _hparam_value(value):
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    return str(OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value)
+
+
+def run_hparams(cfg: DictConfig) -> dict[str, bool | int | float | str]:
+    """The run's hyperparameters for TensorBoard's HParams tab: scalars only, none null."""
+    values: dict[str, bool | int | float | str] = {}
+    if HydraConfig.initialized():
+        choices = HydraConfig.get().runtime.choices
+        values |= {group: str(choices[group]) for group in ("model", "data", "trainer", "experiment") if choices.get(group)}
+    values["data.name"] = str(cfg.data.name)
+    model = cfg.model
+    lr = float(model.lr)
+    values["model.lr"] = lr
+    values["model.lr_g"] = float(model.get("lr_g") or lr)  # null: model.lr
+    values["model.lr_d"] = float(model.get("lr_d") or lr)
+    betas = OmegaConf.select(cfg, "model.optimizer.betas")
+    if betas is not None and len(betas) == 2:
+        values["model.beta1"], values["model.beta2"] = float(betas[0]), float(betas[1])
+    values["model.ema_decay"] = float(model.get("ema_decay") or 0.0)  # null (off) is decay 0: samples from G itself
+    for label, key in HPARAM_KEYS:
+        value = OmegaConf.select(cfg, key)
+        if value is not None:
+            values[label] = _hparam_value(value)
+    if HydraConfig.initialized():  # and whatever this job's command line set (what a sweep varies)
+        for override in HydraConfig.get().overrides.task:
+            key = override.split("=", 1)[0].lstrip("+~")
+            if key in values or key.startswith("hydra.") or key in ("paths.data_dir", "paths.output_dir", "ckpt_path"):
+                continue
+            value = OmegaConf.select(cfg, key)
+            if value is not None:
+                values[key] = _hparam_value(value)
+    return values
 
 
 def resume_checkpoint(ckpt_path: str | None, trainer: L.Trainer, model: L.LightningModule, model_config: DictConfig) -> str | None:
@@ -87,9 +136,13 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
         # Other ranks read it inside fit, after rank zero has provisioned it.
         datamodule.prepare_data()
         datamodule.setup("fit")
-    loggers = _instantiate_dict(cfg.get("logger"))
     interruption = CheckpointOnInterrupt()
-    callbacks = [*_instantiate_dict(cfg.get("callbacks")), StoreModelConfig(cfg.model), interruption, *extra_callbacks]
+    callbacks = [*_instantiate_dict(cfg.get("callbacks")), StoreModelConfig(cfg.model), interruption, HParamsSummary(run_hparams(cfg)), *extra_callbacks]
+    if rank_zero_only.rank == 0:
+        for callback in callbacks:
+            if isinstance(callback, SampleQuality):  # the classifier and the real side, before any file
+                callback.prepare(datamodule, model)
+    loggers = _instantiate_dict(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
     ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), trainer, model, cfg.model)
     for logger in loggers:
@@ -113,7 +166,11 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     return {name: float(value) for name, value in trainer.callback_metrics.items()}
 
 
-USER_ERRORS = (ConfigError, DataUnavailableError, IdxFormatError)
+USER_ERRORS = (UserError,)
+
+
+def _error_classes(base: type) -> list[type]:
+    return [base, *(sub for cls in base.__subclasses__() for sub in _error_classes(cls))]
 
 
 def worker_error(err: ProcessRaisedException) -> Exception | None:
@@ -123,17 +180,10 @@ def worker_error(err: ProcessRaisedException) -> Exception | None:
     line is ``module.Class: message``: so a diverged ``trainer=ddp_cpu`` run ends in the same
     one-line error as a single-process one, and a sweep goes on past it.
     """
-    known = {f"{cls.__module__}.{cls.__qualname__}": cls for cls in (NonFiniteLossError, *USER_ERRORS)}
+    known = {f"{cls.__module__}.{cls.__qualname__}": cls for cls in (NonFiniteLossError, *_error_classes(UserError))}
     lines = str(err).strip().splitlines()
     name, _, message = (lines[-1] if lines else "").partition(": ")
     return known[name](message) if name in known else None
-
-
-def user_error(err: BaseException) -> BaseException | None:
-    """The error to show as one line (a user's to fix), or None for a bug that keeps its traceback."""
-    while isinstance(err, InstantiationException) and err.__cause__ is not None:
-        err = err.__cause__
-    return err if isinstance(err, USER_ERRORS) else None
 
 
 def check_launch(cfg: DictConfig, multirun: bool, launcher: str = "") -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -46,7 +47,8 @@ def test_run_leaves_config_checkpoint_samples_and_events(cfg_factory, tmp_path, 
     cfg = cfg_factory(f"model={model}", "trainer.max_epochs=2")
     train(cfg)
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
-    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["epoch_000.png", "epoch_001.png", "final.png"]
+    written = ["epoch_000.png", "epoch_001.png", "final.png"]
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == sorted(written + [f"interpolation_{name}" for name in written])
     events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0})
     events.Reload()
     scalars = set(events.Tags()["scalars"])
@@ -58,6 +60,36 @@ def test_run_leaves_config_checkpoint_samples_and_events(cfg_factory, tmp_path, 
     # 10 rows x 10 columns of 28 px images with 2 px padding; the conditional grid adds a label margin.
     assert grids[-1].height == 302
     assert (grids[-1].width > 302) == (model == "cgan")
+    # The latent walks: 10 steps a row; 8 walks, or one walk in each of the cGAN's 10 class rows.
+    walks = events.Images("interpolation")
+    assert [walk.step for walk in walks] == [8, 16]
+    assert walks[-1].height == (302 if model == "cgan" else 242) and (walks[-1].width > 302) == (model == "cgan")
+
+
+def _hparams_plugin(folder: Path) -> dict:
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")
+    data = {tag: plugin_data_pb2.HParamsPluginData.FromString(raw) for tag, raw in content.items()}
+    start = data["_hparams_/session_start_info"].session_start_info
+    experiment = data["_hparams_/experiment"].experiment
+    hparams = {name: value.WhichOneof("kind") and getattr(value, value.WhichOneof("kind")) for name, value in start.hparams.items()}
+    return {"hparams": hparams, "metrics": [info.name.tag for info in experiment.metric_infos]}
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_the_hparams_tab_gets_the_runs_hyperparameters_with_its_final_figures(cfg_factory, tmp_path, model):
+    train(cfg_factory(f"model={model}", "model.lr_d=3e-4", "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "callbacks.sample_quality.num_samples=50"))
+    plugin = _hparams_plugin(tmp_path / "tensorboard")
+    hparams = plugin["hparams"]
+    assert hparams["model.lr_d"] == pytest.approx(3e-4) and hparams["model.lr_g"] == hparams["model.lr"]
+    assert hparams["model.beta1"] == 0.5 and hparams["model.ema_decay"] == pytest.approx(0.999) and hparams["model.loss"] == "bce"
+    assert hparams["data.batch_size"] == 32 and hparams["seed"] == 42 and hparams["data.name"] == "fashion_mnist"
+    quality = {"val/fid", "val/kid", "val/precision", "val/recall", "val/density", "val/coverage", "val/classifier_score", "val/class_entropy"}
+    assert quality | {"train/d_loss", "train/g_loss"} <= set(plugin["metrics"])
+    assert ({"val/ifid", "val/cond_acc"} <= set(plugin["metrics"])) == (model == "cgan")
 
 
 def test_threads_sets_torchs_cpu_threads_for_the_run_then_restores_them(cfg_factory, monkeypatch):

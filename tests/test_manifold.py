@@ -20,14 +20,15 @@ def clusters(centres: torch.Tensor, per_cluster: int, seed: int, spread: float =
 CENTRES = torch.stack([20.0 * torch.arange(10.0), torch.zeros(10)], dim=1).double()  # ten modes on a line, far apart
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_the_figures_are_the_reference_implementations(seed):
+def test_the_figures_are_the_reference_implementations(seed, dtype):
     """``prdc`` (Naeem et al.'s code, which also implements Kynkäänniemi et al.'s precision and
     recall) holds whole distance matrices; ours is chunked: the same figures, to the last count."""
     generator = torch.Generator().manual_seed(seed)
     real = torch.randn(300, 8, generator=generator, dtype=torch.float64)
     fake = 0.8 * torch.randn(250, 8, generator=generator, dtype=torch.float64) + 0.5
-    ours = RealManifold(real, chunk_size=64).compare(fake)
+    ours = RealManifold(real, chunk_size=64, dtype=dtype).compare(fake)
     reference_pr = compute_prdc(real.numpy(), fake.numpy(), nearest_k=3)
     reference_dc = compute_prdc(real.numpy(), fake.numpy(), nearest_k=5)
     assert ours["precision"] == pytest.approx(reference_pr["precision"], abs=1e-12)

@@ -27,9 +27,9 @@ DENSITY_COVERAGE_K = 5
 
 
 def _squared_distances(rows: torch.Tensor, columns: torch.Tensor, columns_sq: torch.Tensor) -> torch.Tensor:
-    """|a - b|^2 for every pair, as |a|^2 + |b|^2 - 2ab: one matrix product. In float64 it keeps
-    ~1e-12 relative accuracy (the comparisons below don't flip with threads or chunks); squared,
-    since every comparison and ranking is the same on squared distances, and no sqrt is taken."""
+    """|a - b|^2 for every pair, as |a|^2 + |b|^2 - 2ab: one matrix product, squared since every
+    comparison and ranking is the same on squared distances (no sqrt taken). Its rounding error
+    grows with the norms, not the distance: the callers centre the features first."""
     squared = torch.addmm(columns_sq, rows, columns.T, beta=1, alpha=-2)
     return squared.add_(rows.square().sum(dim=1, keepdim=True)).clamp_min_(0)
 
@@ -38,7 +38,6 @@ def kth_neighbour_radii(features: torch.Tensor, k: int, chunk_size: int = 1024) 
     """Squared distance from each point to its k-th nearest *other* point of the same set, shape (N,)."""
     if len(features) <= k:
         raise ValueError(f"the k-NN radius with k = {k} needs more than {k} points, got {len(features)}")
-    features = features.double()
     features_sq = features.square().sum(dim=1)
     # k + 1: each point is its own nearest neighbour, at distance 0. topk, not kthvalue: 8x faster here.
     radii = [_squared_distances(block, features, features_sq).topk(k + 1, dim=1, largest=False).values[:, -1] for block in features.split(chunk_size)]
@@ -46,10 +45,18 @@ def kth_neighbour_radii(features: torch.Tensor, k: int, chunk_size: int = 1024) 
 
 
 class RealManifold:
-    """The real side, computed once: the features and their (squared) k-NN radii for both k."""
+    """The real side, computed once: the features and their (squared) k-NN radii for both k.
 
-    def __init__(self, real_features: torch.Tensor, chunk_size: int = 1024) -> None:
-        self.features = real_features.double()
+    ``dtype``: of the distance arithmetic. float32 (the default) is twice as fast as float64
+    here (half the memory traffic per comparison) and, on features centred at the real mean,
+    accurate to ~1e-6 of a squared distance: a comparison flips only for a pair within that of a
+    ball's edge. The results do not depend on the number of threads or the chunk size.
+    """
+
+    def __init__(self, real_features: torch.Tensor, chunk_size: int = 1024, dtype: torch.dtype = torch.float32) -> None:
+        self.centre = real_features.double().mean(dim=0)
+        self.dtype = dtype
+        self.features = (real_features.double() - self.centre).to(dtype)
         self.features_sq = self.features.square().sum(dim=1)
         self.chunk_size = chunk_size
         self.radii_pr = kth_neighbour_radii(self.features, PRECISION_RECALL_K, chunk_size)
@@ -57,13 +64,13 @@ class RealManifold:
 
     def compare(self, fake_features: torch.Tensor) -> dict[str, float]:
         """Precision, recall, density and coverage of ``fake_features`` (N, D) against the real set."""
-        fake = fake_features.double()
+        fake = (fake_features.double() - self.centre).to(self.dtype)
         fake_radii = kth_neighbour_radii(fake, PRECISION_RECALL_K, self.chunk_size)
         num_real = len(self.features)
         in_real_manifold = 0  # generated samples inside some real k=3 ball
         real_balls_holding = 0  # (generated sample, real k=5 ball holding it) pairs
         real_in_fake_manifold = torch.zeros(num_real, dtype=torch.bool)
-        nearest_fake = torch.full((num_real,), torch.inf, dtype=torch.float64)
+        nearest_fake = torch.full((num_real,), torch.inf, dtype=self.dtype)
         for start in range(0, len(fake), self.chunk_size):
             block = _squared_distances(fake[start : start + self.chunk_size], self.features, self.features_sq)  # (chunk, num_real)
             in_real_manifold += int((block < self.radii_pr).any(dim=1).sum())

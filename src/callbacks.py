@@ -117,10 +117,9 @@ class HParamsSummary(L.Callback):
 
     Lightning's ``log_hyperparams`` writes the HParams summaries only together with metric
     values (and with ``default_hp_metric`` off, with none at all): so when training ends (or
-    stops on an error) this writes the summaries with torch's public ``hparams()`` into each
-    TensorBoard logger's folder, naming every ``val/*`` and ``train/*`` figure the run logged;
-    TensorBoard reads their values from the run's own scalars. ``tensorboard --logdir <sweep>``
-    then lists one row per job, with its parallel-coordinates view.
+    stops on an error) this writes the session summaries with torch's public ``hparams()`` into
+    each TensorBoard logger's folder; TensorBoard reads the figures from the run's own scalars.
+    ``tensorboard --logdir <sweep>`` then lists one row per job, with its parallel-coordinates view.
     """
 
     def __init__(self, hparams: dict[str, bool | int | float | str]) -> None:
@@ -135,12 +134,15 @@ class HParamsSummary(L.Callback):
         metrics = {name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith(("val/", "train/"))}
         if not metrics:
             return
-        experiment, start, end = hparams(self.hparams, metrics)
+        # The session's summaries only, not the experiment's: TensorBoard then builds the
+        # experiment from all runs under --logdir, lists the hyperparameters whose values differ
+        # between them first (what a sweep varied) and takes every scalar tag as a metric.
+        _, start, end = hparams(self.hparams, metrics)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 with SummaryWriter(log_dir=logger.log_dir) as writer:
-                    for summary in (experiment, start, end):
-                        writer.file_writer.add_summary(summary)
+                    writer.file_writer.add_summary(start)
+                    writer.file_writer.add_summary(end)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._write(trainer)

@@ -7,13 +7,20 @@ folder; ``train()`` runs the others before it instantiates the trainer.
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import sys
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback as HydraCallback
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from src.errors import ConfigError
@@ -61,6 +68,98 @@ def check_numbers(cfg: DictConfig) -> None:
         )
 
 
+# What shows that a run already wrote into a folder (Hydra's own .hydra/ and train.log don't count).
+RUN_FILES = ("checkpoints/*.ckpt", "tensorboard/events.out.tfevents.*", "metrics.json")
+# What overwrite=true deletes before a new run writes there.
+RUN_OUTPUTS = ("checkpoints", "tensorboard", "samples", "metrics.json", "job_result.json", "error.txt")
+
+
+def existing_run(folder: str | os.PathLike) -> str | None:
+    """The first file in ``folder`` that a run wrote (relative), or None for a fresh folder."""
+    folder = Path(folder)
+    for pattern in RUN_FILES:
+        found = sorted(folder.glob(pattern))
+        if found:
+            return str(found[0].relative_to(folder))
+    return None
+
+
+def check_fresh_run_dir(folder: str | os.PathLike, ckpt_path: str | None, overwrite: bool) -> None:
+    """Refuse to start a run over another run's files, unless resuming it or asked to overwrite.
+
+    A resume in the same folder (``ckpt_path=last``, or a checkpoint inside it) continues that
+    run; ``overwrite=true`` deletes its outputs first (``clear_run_dir``).
+    """
+    found = existing_run(folder)
+    if found is None or overwrite:
+        return
+    if ckpt_path == "last" or (ckpt_path and Path(folder).resolve() in Path(ckpt_path).resolve().parents):
+        return
+    raise ConfigError(
+        f"{folder} already holds a run ({found}): resume it with ckpt_path=last, or start over in another folder "
+        "(hydra.run.dir=...) or here with overwrite=true (deletes its checkpoints, TensorBoard logs and samples)"
+    )
+
+
+def clear_run_dir(folder: str | os.PathLike) -> None:
+    """``overwrite=true``: delete what an earlier run wrote in ``folder`` (not Hydra's .hydra/)."""
+    for name in RUN_OUTPUTS:
+        path = Path(folder) / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+_HELD_LOCKS: dict[Path, FileLock] = {}
+
+
+def _owner_file(folder: Path) -> Path:
+    return folder / ".run.owner"
+
+
+def acquire_run_lock(folder: str | os.PathLike) -> bool:
+    """Lock the run folder for this process (a no-op if it holds it already); False if it did.
+
+    A second run started into the same folder is refused with a line naming the first one's
+    process. The lock is the operating system's (``filelock``): it ends with the process, so a
+    killed run leaves no stale lock.
+    """
+    folder = Path(folder).resolve()
+    if folder in _HELD_LOCKS:
+        return False
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(folder / ".run.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        owner = _owner_file(folder).read_text().strip() if _owner_file(folder).is_file() else "another process"
+        raise ConfigError(f"another run is using {folder} ({owner}): wait for it to end, or choose another folder (hydra.run.dir=...)") from None
+    _HELD_LOCKS[folder] = lock
+    _owner_file(folder).write_text(f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    return True
+
+
+def release_run_lock(folder: str | os.PathLike) -> None:
+    folder = Path(folder).resolve()
+    lock = _HELD_LOCKS.pop(folder, None)
+    if lock is not None:  # the lock files go too: a finished run leaves only its own files
+        _owner_file(folder).unlink(missing_ok=True)
+        Path(lock.lock_file).unlink(missing_ok=True)
+        lock.release()
+
+
+@contextmanager
+def run_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold the run folder's lock for the block (unless this process holds it already: then keep it)."""
+    acquired = acquire_run_lock(folder)
+    try:
+        yield
+    finally:
+        if acquired:
+            release_run_lock(folder)
+
+
 def check_output_dir(path: str | os.PathLike) -> None:
     """Fail before training, not at the first checkpoint, if the run folder can't be written."""
     try:
@@ -72,13 +171,30 @@ def check_output_dir(path: str | os.PathLike) -> None:
 
 
 class CheckOutputDir(HydraCallback):
-    """Hydra creates the run folder before ``main`` runs: check it first, for a one-line error."""
+    """Hydra creates the run folder and writes its config there before ``main`` runs: check the
+    folder first (writable, not another run's, not in use), for a one-line error and nothing
+    written. Only on rank zero: the other ranks of a DDP run share rank zero's folder."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(self._resolve(config, "hydra.run.dir"))
+        folder = self._resolve(config, "hydra.run.dir")
+        self._check(folder)
+        if rank_zero_only.rank == 0:
+            self._report(lambda: check_fresh_run_dir(folder, config.get("ckpt_path"), bool(config.get("overwrite"))))
+            self._report(lambda: acquire_run_lock(folder))  # held to the end of the process
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        release_run_lock(self._resolve(config, "hydra.run.dir"))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(self._resolve(config, "hydra.sweep.dir"))
+        folder = self._resolve(config, "hydra.sweep.dir")
+        self._check(folder)
+        if rank_zero_only.rank == 0 and not config.get("overwrite") and Path(folder).is_dir():
+            runs = [job for job in sorted(Path(folder).iterdir()) if job.is_dir() and existing_run(job)]
+            if runs:
+                self._report_error(
+                    f"hydra.sweep.dir {folder} already holds the runs of a sweep ({runs[0].name}, ...): "
+                    "choose another hydra.sweep.dir, or add overwrite=true to replace them"
+                )
 
     @staticmethod
     def _resolve(config: DictConfig, key: str) -> str:
@@ -92,9 +208,17 @@ class CheckOutputDir(HydraCallback):
         return str(OmegaConf.select(config, key))
 
     @staticmethod
-    def _check(path: str) -> None:
+    def _report_error(message: str) -> None:
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(1)
+
+    @classmethod
+    def _report(cls, check) -> None:
         try:
-            check_output_dir(path)
+            check()
         except ConfigError as err:
-            print(f"error: {err}", file=sys.stderr)
-            raise SystemExit(1) from None
+            cls._report_error(str(err))
+
+    @classmethod
+    def _check(cls, path: str) -> None:
+        cls._report(lambda: check_output_dir(path))

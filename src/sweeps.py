@@ -4,7 +4,9 @@ A Hydra callback (``conf/hydra/default.yaml``). After each job it records the jo
 the value ``main`` returned (the configured ``optimized_metric``) and the final metrics the run
 wrote to ``metrics.json`` in ``<job>/job_result.json``; then it rewrites ``summary.csv`` and
 ``summary.md`` in the sweep folder from every job recorded so far (so a sweep cut short still
-leaves its table). A job whose value is NaN (a diverged run) or that failed ranks last.
+leaves its table). A job whose value is NaN (a diverged run), that failed (a bad value in its
+overrides: ``src.train`` writes the one-line reason to ``<job>/error.txt``, which the row shows) or
+that was interrupted ranks last.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from omegaconf import DictConfig
 log = logging.getLogger(__name__)
 
 JOB_RESULT = "job_result.json"
+JOB_ERROR = "error.txt"  # the one-line reason a job failed, diverged or was interrupted, written by src.train
 METRIC_COLUMNS = (
     "val/fid", "val/kid", "val/precision", "val/recall", "val/density", "val/coverage", "val/ifid",
     "val/classifier_score", "val/class_entropy", "val/cond_acc", "train/d_loss", "train/g_loss",
@@ -68,10 +71,11 @@ def write_summary(sweep_dir: Path, metric: str | None, direction: str) -> list[d
     shared = set.intersection(*(set(row["overrides"]) for row in rows)) if len(rows) > 1 else set()
     varied = {row["job"]: " ".join(o for o in row["overrides"] if o not in shared) or "(none)" for row in rows}
     present = [name for name in METRIC_COLUMNS if any(name in row.get("metrics", {}) for row in rows)]
-    header = ["rank", "job", "status", "value", "overrides", *present, "dir"]
+    errors = ["error"] if any(row.get("error") for row in rows) else []
+    header = ["rank", "job", "status", "value", "overrides", *present, *errors, "dir"]
     table = [
         [str(i), str(row["job"]), row["status"], _cell(_number(row.get("value"))), varied[row["job"]],
-         *[_cell(row.get("metrics", {}).get(name)) for name in present], row["dir"]]
+         *[_cell(row.get("metrics", {}).get(name)) for name in present], *([row.get("error") or ""] if errors else []), row["dir"]]
         for i, row in enumerate(ranked, start=1)
     ]
     with open(sweep_dir / "summary.csv", "w", newline="") as f:
@@ -91,6 +95,28 @@ def write_summary(sweep_dir: Path, metric: str | None, direction: str) -> list[d
     return ranked
 
 
+def record_job(hydra: DictConfig, metric: str | None, status: str, value: Any, overrides: list[str], direction: str) -> None:
+    """Write the job's ``job_result.json`` (with the reason from its ``error.txt``, if any) and
+    rewrite the sweep's summary. ``hydra``: the job's Hydra config; ``metric``: its optimized_metric."""
+    job_dir = Path(hydra.runtime.output_dir)
+    metrics_file, error_file = job_dir / "metrics.json", job_dir / JOB_ERROR
+    error = error_file.read_text().strip() if error_file.is_file() else ""
+    if status == "completed" and error:  # main() returned NaN for a job it could not run to the end
+        status = "diverged" if "became" in error else "failed"
+    record = {
+        "job": int(hydra.job.num),
+        "status": status,
+        "value": _number(value) if status == "completed" else math.nan,
+        "overrides": list(overrides),
+        "metrics": json.loads(metrics_file.read_text()) if metrics_file.is_file() else {},
+        "error": error,
+        "dir": job_dir.name,
+    }
+    job_dir.mkdir(parents=True, exist_ok=True)
+    (job_dir / JOB_RESULT).write_text(json.dumps(record, indent=2) + "\n")
+    write_summary(Path(hydra.sweep.dir), metric, direction)
+
+
 class SweepSummary(Callback):
     """``direction``: ``minimize`` / ``maximize``, or null to infer it from ``optimized_metric``'s name."""
 
@@ -105,20 +131,10 @@ class SweepSummary(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode is None or str(config.hydra.mode) != "RunMode.MULTIRUN":
             return
-        job_dir = Path(config.hydra.runtime.output_dir)
         completed = job_return.status == JobStatus.COMPLETED
-        metrics_file = job_dir / "metrics.json"
-        record = {
-            "job": int(config.hydra.job.num),
-            "status": "completed" if completed else "failed",
-            "value": _number(job_return._return_value) if completed else math.nan,
-            "overrides": list(job_return.overrides or []),
-            "metrics": json.loads(metrics_file.read_text()) if metrics_file.is_file() else {},
-            "dir": job_dir.name,
-        }
-        job_dir.mkdir(parents=True, exist_ok=True)
-        (job_dir / JOB_RESULT).write_text(json.dumps(record, indent=2) + "\n")
-        write_summary(Path(config.hydra.sweep.dir), config.get("optimized_metric"), self._direction(config))
+        value = job_return.return_value if completed else math.nan
+        status = "completed" if completed else "failed"
+        record_job(config.hydra, config.get("optimized_metric"), status, value, job_return.overrides or [], self._direction(config))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

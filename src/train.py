@@ -14,6 +14,7 @@ import math
 import sys
 import warnings
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import hydra
@@ -27,9 +28,10 @@ from torch.multiprocessing import ProcessRaisedException
 
 from src.callbacks import HParamsSummary
 from src.checkpoint import AtomicCheckpointIO, CheckpointOnInterrupt, StoreModelConfig, check_same_model, newest_checkpoint_callback, read_checkpoint
-from src.checks import check_numbers, check_output_dir
+from src.checks import check_fresh_run_dir, check_numbers, check_output_dir, clear_run_dir, run_lock
 from src.devices import cpu_threads
 from src.metrics.callback import SampleQuality
+from src.sweeps import JOB_ERROR, infer_direction, record_job
 from src.errors import ConfigError, NonFiniteLossError, TrainingInterrupted, UserError, user_error
 
 log = logging.getLogger(__name__)
@@ -124,6 +126,13 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     """
     check_numbers(cfg)
     check_output_dir(cfg.paths.output_dir)
+    with run_lock(cfg.paths.output_dir) if rank_zero_only.rank == 0 else nullcontext():
+        return _train(cfg, extra_callbacks)
+
+
+def _train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback]) -> dict[str, float]:
+    if rank_zero_only.rank == 0:
+        check_fresh_run_dir(cfg.paths.output_dir, cfg.get("ckpt_path"), bool(cfg.get("overwrite")))
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
@@ -142,6 +151,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
         for callback in callbacks:
             if isinstance(callback, SampleQuality):  # the classifier and the real side, before any file
                 callback.prepare(datamodule, model)
+        if cfg.get("overwrite"):  # every check has passed: now the earlier run's outputs go
+            clear_run_dir(cfg.paths.output_dir)
     loggers = _instantiate_dict(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
     ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), trainer, model, cfg.model)
@@ -207,25 +218,37 @@ def check_launch(cfg: DictConfig, multirun: bool, launcher: str = "") -> None:
         )
 
 
+def _fail_job(message: str, multirun: bool) -> None:
+    """Print the one-line error; in a sweep also leave it in the job folder for its summary row."""
+    print(f"error: {message}", file=sys.stderr)
+    if multirun:
+        job_dir = Path(HydraConfig.get().runtime.output_dir)
+        job_dir.mkdir(parents=True, exist_ok=True)
+        (job_dir / JOB_ERROR).write_text(message + "\n")
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    """The entry point. In a ``--multirun`` a job that diverges or gets a bad value fails alone:
+    it returns NaN (the worst value) to the sweeper, its summary row says why, the sweep goes on."""
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         check_launch(cfg, multirun=multirun, launcher=str(hydra_cfg.launcher.get("_target_", "")))
         metrics = train(cfg)
     except TrainingInterrupted as err:  # the whole sweep stops too: that is what the signal asked for
-        print(f"error: {err}", file=sys.stderr)
+        _fail_job(str(err), multirun)
+        if multirun:  # Hydra records no job that ends in SystemExit: record this one's row here
+            direction = OmegaConf.select(hydra_cfg, "callbacks.sweep_summary.direction") or infer_direction(cfg.get("optimized_metric"))
+            record_job(hydra_cfg, cfg.get("optimized_metric"), "interrupted", math.nan, list(hydra_cfg.overrides.task), direction)
         raise SystemExit(err.exit_code) from None
-    except NonFiniteLossError as err:
-        print(f"error: {err}", file=sys.stderr)
-        if multirun:  # the sweep goes on: this job reports the worst value
-            return math.nan
-        raise SystemExit(1) from None
     except Exception as err:
-        if (shown := user_error(err)) is None:
+        shown = err if isinstance(err, NonFiniteLossError) else user_error(err)
+        if shown is None:
             raise
-        print(f"error: {shown}", file=sys.stderr)
+        _fail_job(str(shown), multirun)
+        if multirun:
+            return math.nan
         raise SystemExit(1) from None
     name = cfg.get("optimized_metric")
     if not name:

@@ -52,15 +52,20 @@ def test_summary_of_a_metric_to_maximize(tmp_path):
 
 
 @pytest.mark.slow
-def test_multirun_leaves_a_summary_with_a_diverged_job_last(tmp_path, data_root):
+def test_multirun_goes_on_past_a_diverged_and_a_failed_job_and_ranks_them_last_with_their_reason(tmp_path, data_root):
     sweep_dir = tmp_path / "sweep"
-    # lr=1e30 diverges within the first batches: that job reports NaN and the sweep goes on.
-    result = run_cli("--multirun", "model.lr=1e-4,1e30,5e-4", f"paths.data_dir={data_root}", f"hydra.sweep.dir={sweep_dir}", "trainer.log_every_n_steps=1", *TINY_RUN)
+    # lr=1e30 diverges within the first batches, lr=abc is a user's error: each of those jobs
+    # fails alone (NaN to the sweeper, a row that says why) and the sweep goes on.
+    result = run_cli("--multirun", "model.lr=1e-4,1e30,abc,5e-4", f"paths.data_dir={data_root}", f"hydra.sweep.dir={sweep_dir}", "trainer.log_every_n_steps=1", *TINY_RUN)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
     with open(sweep_dir / "summary.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 3
-    assert rows[-1]["overrides"] == "model.lr=1e+30" and rows[-1]["value"] == "nan"
+    assert len(rows) == 4
+    assert [(row["overrides"], row["status"], row["value"]) for row in rows[2:]] == [("model.lr=1e+30", "diverged", "nan"), ("model.lr=abc", "failed", "nan")]
+    assert "became nan" in rows[2]["error"] or "became inf" in rows[2]["error"]
+    assert rows[3]["error"] == "model.lr must be a positive number, got abc"
+    assert [row["error"] for row in rows[:2]] == ["", ""] and [row["status"] for row in rows[:2]] == ["completed", "completed"]
     finite = [float(row["value"]) for row in rows[:2]]
     assert all(row["value"] == row["val/fid"] for row in rows[:2])
     assert finite == sorted(finite) and all(math.isfinite(v) for v in finite)

@@ -12,8 +12,10 @@ pickled objects. The model is rebuilt through Hydra from the composed model conf
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
+import re
 import secrets
 import signal
 import threading
@@ -180,17 +182,35 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp_path = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         # O_EXCL: never write through someone else's file; 0o666 less the umask, as open() would.
-        fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except OSError as err:
+            raise _write_error(err, path) from None
         try:
             with os.fdopen(fd, "wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp_path, path)
+        except (OSError, RuntimeError) as err:
+            tmp_path.unlink(missing_ok=True)
+            raise _write_error(err, path) from None
         except BaseException:
             tmp_path.unlink(missing_ok=True)
             raise
         _fsync_folder(path.parent)
+
+
+def _write_error(err: BaseException, path: Path) -> CheckpointError:
+    """A failed checkpoint write as one line. torch's zip writer turns a full disk into a
+    RuntimeError ("file write failed", then "unexpected pos" from its cleanup), not an OSError."""
+    context = err.__context__
+    full = any(isinstance(e, OSError) and e.errno == errno.ENOSPC for e in (err, context)) or "write failed" in str(err)
+    intact = "the previous checkpoint is intact" if path.exists() else "nothing was written"
+    if full:
+        return CheckpointError(f"no space left on device writing {path}; {intact}")
+    reason = getattr(err, "strerror", None) or str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+    return CheckpointError(f"could not write {path} ({reason}); {intact}")
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -212,11 +232,15 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
+    if str(map_location).startswith("cuda") and not torch.cuda.is_available():
+        raise CheckpointError(f"device={map_location}: torch sees no GPU on this machine; use device=cpu")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        if "Unsupported global" in str(err):  # a pickled class or function: the unpickler would have to run code
-            raise CheckpointError(f"{path} holds Python objects beyond tensors and plain containers: refused, loading it could run code") from None
+        # A pickled class or function ("Unsupported global: GLOBAL os.system", worded "Trying to
+        # load unsupported GLOBAL ..." by torch 2.14): the unpickler would have to run code.
+        if found := re.search(r"unsupported global:?\s+(?:GLOBAL\s+)?([\w.]+)", str(err), flags=re.IGNORECASE):
+            raise CheckpointError(f"{path} holds code (the pickled global {found.group(1)}) and is refused: checkpoints are read as tensors and plain data only, nothing in them runs") from None
         raise CheckpointError(f"{path} is truncated or corrupt (not a pickle that torch.load can read)") from None
     except (RuntimeError, EOFError, KeyError, ValueError, zipfile.BadZipFile, pickle.PickleError) as err:
         reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
@@ -308,4 +332,18 @@ def load_model(ckpt_path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{ckpt_path} is not a lightning-gan checkpoint (its model is a {type(model).__name__}, not a GAN)")
     check_same_model(checkpoint, ckpt_path, model)
     model.load_state_dict(checkpoint["state_dict"])
+    diverged = model.diverged_nets()
+    if model.generator_ema is not None and not all(bool(torch.isfinite(p).all()) for p in model.generator_ema.parameters()):
+        diverged.append("G's EMA")
+    if diverged:  # NaN weights make NaN images, and NaN features crash LAPACK inside FID
+        raise CheckpointError(f"{ckpt_path}: the weights of {' and '.join(diverged)} hold NaN or infinite values (the run diverged): use an earlier checkpoint")
     return model.to(map_location).eval()
+
+
+def check_resumable(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
+    """A checkpoint that holds weights only (``save_weights_only=true``) has no optimizer or loop state to resume."""
+    if "optimizer_states" not in checkpoint or "loops" not in checkpoint:
+        raise CheckpointError(
+            f"{path} holds weights only (written with save_weights_only=true): training can't resume from it; "
+            "src.generate and src.evaluate can read it, or resume from a full checkpoint such as checkpoints/last.ckpt"
+        )

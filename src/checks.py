@@ -48,9 +48,19 @@ NUMBERS = (
 _ABSENT = object()
 
 
-def check_numbers(cfg: DictConfig) -> None:
+# The same for the commands that read a checkpoint (conf/generate.yaml, conf/evaluate.yaml).
+COMMAND_NUMBERS = (
+    ("num_samples", True, False),
+    ("batch_size", True, False),
+    ("rows", True, False),
+    ("steps", True, False),
+    ("threads", True, True),
+)
+
+
+def check_numbers(cfg: DictConfig, numbers: tuple[tuple[str, bool, bool], ...] = NUMBERS) -> None:
     """A wrong type (``model.lr=abc``) or a non-positive size is one clear line, not a traceback later."""
-    for key, integer, nullable in NUMBERS:
+    for key, integer, nullable in numbers:
         value = OmegaConf.select(cfg, key, default=_ABSENT)
         if value is _ABSENT or (value is None and nullable):
             continue
@@ -72,6 +82,34 @@ def check_numbers(cfg: DictConfig) -> None:
 RUN_FILES = ("checkpoints/*.ckpt", "tensorboard/events.out.tfevents.*", "metrics.json")
 # What overwrite=true deletes before a new run writes there.
 RUN_OUTPUTS = ("checkpoints", "tensorboard", "samples", "metrics.json", "job_result.json", "error.txt")
+
+
+def check_trainer(cfg: DictConfig) -> None:
+    """Trainer settings this module can't honour, refused before Lightning starts (and, for
+    several devices, relaunches processes) rather than failing inside ``fit``."""
+    trainer = cfg.get("trainer") or {}
+    strategy = str(trainer.get("strategy", "auto"))
+    devices = trainer.get("devices", 1)
+    several = (isinstance(devices, int) and not isinstance(devices, bool) and devices not in (0, 1)) or (
+        isinstance(devices, str) and devices not in ("1", "auto")) or (OmegaConf.is_list(devices) and len(devices) > 1)
+    if several and not strategy.startswith("ddp"):
+        raise ConfigError(
+            f"trainer.devices={devices} needs the project's DDP strategy (G and D train in separate backward passes): "
+            f"use trainer=ddp trainer.devices={devices} for GPUs, or trainer=ddp_cpu for CPU processes"
+        )
+    # Lightning refuses both under manual optimization, which this module uses (a D step and a G step per batch).
+    clip = trainer.get("gradient_clip_val")
+    if clip not in (None, 0, 0.0):
+        raise ConfigError(
+            f"trainer.gradient_clip_val={clip}: Lightning does not clip gradients under manual optimization (this module's two-optimizer step); "
+            "keep D's gradients in check with model.r1_gamma=... or model.discriminator.spectral_norm=true (DCGAN), or the wgan_gp loss"
+        )
+    accumulate = trainer.get("accumulate_grad_batches")
+    if accumulate not in (None, 1):
+        raise ConfigError(
+            f"trainer.accumulate_grad_batches={accumulate}: Lightning does not accumulate under manual optimization (this module's two-optimizer step); "
+            "raise data.batch_size instead (or train on more devices)"
+        )
 
 
 def existing_run(folder: str | os.PathLike) -> str | None:
@@ -158,6 +196,17 @@ def run_lock(folder: str | os.PathLike) -> Iterator[None]:
     finally:
         if acquired:
             release_run_lock(folder)
+
+
+def check_output_file(path: str | os.PathLike, key: str = "output") -> None:
+    """Fail before the work, not after it, if a command's output file can't be written there."""
+    folder = Path(path).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ConfigError(f"{key}={path} can't be written: {folder} is not a writable folder ({err.strerror or err})") from None
 
 
 def check_output_dir(path: str | os.PathLike) -> None:

@@ -8,6 +8,8 @@ from contextlib import contextmanager
 
 import torch
 
+from src.errors import ConfigError
+
 NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
 
 
@@ -38,6 +40,8 @@ def cpu_threads(threads: int | None) -> Iterator[None]:
     if threads is None:
         yield
         return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"threads must be a positive integer (or null: one per core), got {threads!r}")
     threads_before, env_before = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)

@@ -66,6 +66,8 @@ def checkpoint_command_errors(command: str) -> Iterator[None]:
     except MissingMandatoryValue:
         print(f"error: give the checkpoint: python -m {command} ckpt_path=outputs/runs/<run>/checkpoints/best.ckpt", file=sys.stderr)
         raise SystemExit(1) from None
-    except ConfigError as err:  # CheckpointError included
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:  # a user's error (CheckpointError, ConfigError, ...): one line; a bug: its traceback
+        if (shown := user_error(err)) is None:
+            raise
+        print(f"error: {shown}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -18,6 +18,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from src.checkpoint import load_model
+from src.devices import cpu_threads
+from src.checks import COMMAND_NUMBERS, check_numbers, check_output_file
 from src.data.provision import DATASETS, raw_folder
 from src.errors import ConfigError, checkpoint_command_errors
 from src.metrics.callback import MIN_SAMPLES
@@ -28,11 +30,20 @@ from src.metrics.quality import QualityMetrics, fixed_inputs, generate
 def run_config(ckpt_path: Path) -> DictConfig | None:
     """The composed config of the run that wrote ``ckpt_path`` (``<run>/checkpoints/x.ckpt``), if present."""
     path = ckpt_path.resolve().parent.parent / ".hydra" / "config.yaml"
-    return OmegaConf.load(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        saved = OmegaConf.load(path)
+        saved.data.get("name"), saved.paths.get("data_dir")  # noqa: B018 -- the two keys read below
+        return saved
+    except Exception as err:  # YAML errors, a list instead of a mapping, missing sections, ...
+        reason = str(err).strip().splitlines()[0][:100] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"can't read the run's config {path} ({reason}): add dataset=mnist|fashion_mnist and data_dir=... to score without it") from None
 
 
 def resolve_data(cfg: DictConfig) -> tuple[str, str]:
-    saved = run_config(Path(cfg.ckpt_path))
+    # Both given: the run's config need not (and is not) read at all.
+    saved = None if cfg.dataset and cfg.data_dir else run_config(Path(cfg.ckpt_path))
     name = cfg.dataset or (saved.data.get("name") if saved is not None else None)
     if name is None:
         raise ConfigError(f"can't tell which data set {cfg.ckpt_path} was trained on (no .hydra/config.yaml beside its run): add dataset=mnist or dataset=fashion_mnist")
@@ -44,9 +55,16 @@ def resolve_data(cfg: DictConfig) -> tuple[str, str]:
     return name, str(data_dir)
 
 
+def output_path(cfg: DictConfig) -> Path:
+    return Path(cfg.output) if cfg.output else Path(cfg.ckpt_path).with_name(f"{Path(cfg.ckpt_path).stem}_metrics.json")
+
+
 def evaluate(cfg: DictConfig) -> dict:
-    if isinstance(cfg.num_samples, bool) or not isinstance(cfg.num_samples, int) or cfg.num_samples < MIN_SAMPLES:
+    check_numbers(cfg, COMMAND_NUMBERS)
+    if cfg.num_samples < MIN_SAMPLES:
         raise ConfigError(f"num_samples must be an integer of at least {MIN_SAMPLES} (the k-NN metrics need more than 5 images), got {cfg.num_samples}")
+    if cfg.output or Path(cfg.ckpt_path).is_file():  # before the scoring, not after it
+        check_output_file(output_path(cfg))
     model = load_model(cfg.ckpt_path, map_location=cfg.device)
     name, data_dir = resolve_data(cfg)
     if model.num_classes not in (None, 10):
@@ -71,11 +89,10 @@ def evaluate(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    with checkpoint_command_errors("src.evaluate"):
+    with checkpoint_command_errors("src.evaluate"), cpu_threads(cfg.get("threads")):
         result = evaluate(cfg)
     text = json.dumps(result, indent=2)
-    output = Path(cfg.output) if cfg.output else Path(cfg.ckpt_path).with_name(f"{Path(cfg.ckpt_path).stem}_metrics.json")
-    output.write_text(text + "\n")
+    output_path(cfg).write_text(text + "\n")
     print(text)
 
 

@@ -22,6 +22,8 @@ from omegaconf import DictConfig
 from torchvision.utils import make_grid, save_image
 
 from src.checkpoint import load_model
+from src.devices import cpu_threads
+from src.checks import COMMAND_NUMBERS, check_numbers, check_output_file
 from src.errors import ConfigError, checkpoint_command_errors
 from src.interpolation import latent_walk
 from src.metrics.quality import generate
@@ -62,19 +64,15 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return images.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).squeeze(1).cpu().numpy()
 
 
-def _positive_int(cfg: DictConfig, key: str, least: int = 1) -> int:
-    value = cfg[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ConfigError(f"{key} must be an integer of at least {least}, got {value!r}")
-    return value
-
-
 def run(cfg: DictConfig) -> tuple[Path, Path]:
+    check_numbers(cfg, COMMAND_NUMBERS)
+    if cfg.output:  # before the work, not after it
+        check_output_file(Path(str(cfg.output) + ".png"))
+    elif Path(cfg.ckpt_path).is_file():
+        check_output_file(Path(cfg.ckpt_path).with_name("grid.png"), "the output beside the checkpoint")
     if cfg.interpolate:
         return run_interpolation(cfg)
     num_samples = cfg.num_samples
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ConfigError(f"num_samples must be a positive integer, got {num_samples}")
     model = load_model(cfg.ckpt_path, map_location=cfg.device)
     labels = asked_labels(model, num_samples, cfg.label, cfg.labels)
     noise = torch.randn(num_samples, model.latent_dim, generator=torch.Generator().manual_seed(int(cfg.seed)))
@@ -89,7 +87,9 @@ def run(cfg: DictConfig) -> tuple[Path, Path]:
 def run_interpolation(cfg: DictConfig) -> tuple[Path, Path]:
     """``interpolate=true``: ``rows`` latent walks of ``steps`` images (``src/interpolation.py``);
     a conditional model walks once, in every class's row (or ``rows`` walks of ``label=K``)."""
-    rows, steps = _positive_int(cfg, "rows"), _positive_int(cfg, "steps", least=2)
+    rows, steps = cfg.rows, cfg.steps
+    if steps < 2:
+        raise ConfigError(f"steps must be at least 2 (a walk has two ends), got {steps}")
     model = load_model(cfg.ckpt_path, map_location=cfg.device)
     check_label(model, cfg.label, cfg.labels)
     noise, labels = latent_walk(rows, steps, model.latent_dim, model.num_classes, cfg.label, seed=int(cfg.seed))
@@ -103,7 +103,7 @@ def write(cfg: DictConfig, images: torch.Tensor, labels: torch.Tensor | None, nr
     """The grid (``nrow`` images a row) as PNG and the images with their asked labels as ``.npz``."""
     num_samples = len(images)
     stem = Path(cfg.output) if cfg.output else Path(cfg.ckpt_path).with_name(f"{Path(cfg.ckpt_path).stem}_{name}")
-    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.parent.mkdir(parents=True, exist_ok=True)  # checked writable before the work (run)
     png, npz = stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".npz")
     save_image(make_grid(images, nrow=nrow, normalize=True, value_range=(-1, 1)), png)
     asked = labels.numpy() if labels is not None else np.full(num_samples, -1, dtype=np.int64)
@@ -113,7 +113,7 @@ def write(cfg: DictConfig, images: torch.Tensor, labels: torch.Tensor | None, nr
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="generate")
 def main(cfg: DictConfig) -> None:
-    with checkpoint_command_errors("src.generate"):
+    with checkpoint_command_errors("src.generate"), cpu_threads(cfg.get("threads")):
         png, npz = run(cfg)
     print(f"wrote {png} and {npz}")
 

@@ -21,14 +21,15 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.multiprocessing import ProcessRaisedException
 
 from src.callbacks import HParamsSummary
-from src.checkpoint import AtomicCheckpointIO, CheckpointOnInterrupt, StoreModelConfig, check_same_model, newest_checkpoint_callback, read_checkpoint
-from src.checks import check_fresh_run_dir, check_numbers, check_output_dir, clear_run_dir, run_lock
+from src.checkpoint import AtomicCheckpointIO, CheckpointOnInterrupt, StoreModelConfig, check_resumable, check_same_model, newest_checkpoint_callback, read_checkpoint
+from src.checks import check_fresh_run_dir, check_numbers, check_trainer, check_output_dir, clear_run_dir, run_lock
 from src.devices import cpu_threads
 from src.metrics.callback import SampleQuality
 from src.sweeps import JOB_ERROR, infer_direction, record_job
@@ -40,11 +41,26 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
 
 
-def _instantiate_dict(section: DictConfig | None) -> list:
+def build(node: DictConfig, key: str, **kwargs):
+    """``instantiate(node)``; a class that refuses its arguments (a key it does not take, such as
+    ``+trainer.foo=1``, or a wrong value) is one ``error:`` line naming the config key."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err
+        while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        if isinstance(cause, UserError) or not isinstance(cause, (TypeError, ValueError)):
+            raise
+        target = node.get("_target_", "?")
+        raise ConfigError(f"{key} ({target}) refuses its settings: {str(cause).strip().splitlines()[0]}") from None
+
+
+def _instantiate_dict(section: DictConfig | None, group: str) -> list:
     """Instantiate every entry of a config group that holds named objects (callbacks, loggers)."""
     if not section:
         return []
-    return [instantiate(entry) for entry in section.values() if entry and "_target_" in entry]
+    return [build(entry, f"{group}.{name}") for name, entry in section.items() if entry and "_target_" in entry]
 
 
 # What a run's HParams row shows besides the config choices and the job's own overrides: the
@@ -97,6 +113,20 @@ def run_hparams(cfg: DictConfig) -> dict[str, bool | int | float | str]:
     return values
 
 
+def check_optimizers(model: L.LightningModule, model_config: DictConfig) -> None:
+    """Build the optimizers once, before any file is written: arguments the configured class
+    does not take (``model.optimizer._target_=torch.optim.SGD`` keeps Adam's ``betas``) are one line."""
+    try:
+        model.configure_optimizers()
+    except (TypeError, ValueError) as err:
+        target = OmegaConf.select(model_config, "optimizer._target_")
+        given = sorted(k for k in (model_config.get("optimizer") or {}) if not str(k).startswith("_"))
+        raise ConfigError(
+            f"model.optimizer ({target}) refuses its arguments {given}: {str(err).strip().splitlines()[0]}; "
+            "drop the ones it does not take, e.g. ~model.optimizer.betas"
+        ) from None
+
+
 def resume_checkpoint(ckpt_path: str | None, trainer: L.Trainer, model: L.LightningModule, model_config: DictConfig) -> str | None:
     """The checkpoint to resume from, checked: readable with ``weights_only=True`` and from this model.
 
@@ -113,7 +143,9 @@ def resume_checkpoint(ckpt_path: str | None, trainer: L.Trainer, model: L.Lightn
         if not candidates:
             return "last"
         path = candidates[-1]
-    check_same_model(read_checkpoint(path), path, model, model_config)
+    checkpoint = read_checkpoint(path)
+    check_resumable(checkpoint, path)
+    check_same_model(checkpoint, path, model, model_config)
     return str(path)
 
 
@@ -125,6 +157,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     first file of the run is written.
     """
     check_numbers(cfg)
+    check_trainer(cfg)
     check_output_dir(cfg.paths.output_dir)
     with run_lock(cfg.paths.output_dir) if rank_zero_only.rank == 0 else nullcontext():
         return _train(cfg, extra_callbacks)
@@ -134,10 +167,11 @@ def _train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback]) -> dict[str, 
     if rank_zero_only.rank == 0:
         check_fresh_run_dir(cfg.paths.output_dir, cfg.get("ckpt_path"), bool(cfg.get("overwrite")))
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model)
+    datamodule = build(cfg.data, "data")
+    model = build(cfg.model, "model")
     if model.num_classes not in (None, datamodule.num_classes):
         raise ConfigError(f"the model is conditional on {model.num_classes} classes but {datamodule.name} has {datamodule.num_classes}")
+    check_optimizers(model, cfg.model)
     if tuple(model.generator.img_shape) != tuple(datamodule.img_shape):
         raise ConfigError(f"model.generator.img_shape is {list(model.generator.img_shape)} but {datamodule.name}'s images are {list(datamodule.img_shape)}")
     if rank_zero_only.rank == 0:
@@ -146,15 +180,15 @@ def _train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback]) -> dict[str, 
         datamodule.prepare_data()
         datamodule.setup("fit")
     interruption = CheckpointOnInterrupt()
-    callbacks = [*_instantiate_dict(cfg.get("callbacks")), StoreModelConfig(cfg.model), interruption, HParamsSummary(run_hparams(cfg)), *extra_callbacks]
+    callbacks = [*_instantiate_dict(cfg.get("callbacks"), "callbacks"), StoreModelConfig(cfg.model), interruption, HParamsSummary(run_hparams(cfg)), *extra_callbacks]
     if rank_zero_only.rank == 0:
         for callback in callbacks:
             if isinstance(callback, SampleQuality):  # the classifier and the real side, before any file
                 callback.prepare(datamodule, model)
         if cfg.get("overwrite"):  # every check has passed: now the earlier run's outputs go
             clear_run_dir(cfg.paths.output_dir)
-    loggers = _instantiate_dict(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
+    loggers = _instantiate_dict(cfg.get("logger"), "logger")
+    trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
     ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), trainer, model, cfg.model)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

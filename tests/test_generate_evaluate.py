@@ -127,7 +127,7 @@ def test_generate_writes_latent_walks(checkpoints, tmp_path):
     assert np.load(npz)["labels"].tolist() == [c for c in range(10) for _ in range(4)]  # one walk, a row per class
     _, npz = generate(command_cfg("generate", f"ckpt_path={checkpoints['cgan']}", "interpolate=true", "rows=2", "steps=3", "label=4", f"output={tmp_path / 'fours'}"))
     assert np.load(npz)["labels"].tolist() == [4] * 6
-    with pytest.raises(ConfigError, match="steps must be an integer of at least 2, got 1"):
+    with pytest.raises(ConfigError, match=r"steps must be at least 2 \(a walk has two ends\), got 1"):
         generate(command_cfg("generate", f"ckpt_path={checkpoints['gan']}", "interpolate=true", "steps=1"))
     with pytest.raises(ConfigError, match="this model is unconditional"):
         generate(command_cfg("generate", f"ckpt_path={checkpoints['gan']}", "interpolate=true", "label=3"))

@@ -96,6 +96,10 @@ def check_raw_folder(folder: Path, num_classes: int = 10, official_sizes: bool =
             raise IdxFormatError(f"{folder}: {split} files have dimensions {image_dims} and {label_dims}, expected (N, H, W) and (N,)")
         if image_dims[0] != label_dims[0]:
             raise IdxFormatError(f"{folder}: {image_dims[0]} {split} images but {label_dims[0]} labels")
+        if image_dims[0] == 0:
+            raise IdxFormatError(f"{folder / RAW_FILES[f'{split}_images']} holds no images")
+        if tuple(image_dims[1:]) != (28, 28):
+            raise IdxFormatError(f"{folder / RAW_FILES[f'{split}_images']} holds {image_dims[1]}x{image_dims[2]} images; MNIST and Fashion-MNIST are 28x28, which the models are built for")
         labels = np.fromfile(folder / RAW_FILES[f"{split}_labels"], dtype=np.uint8, offset=8)
         if labels.size and labels.max() >= num_classes:
             raise IdxFormatError(f"{folder}: {split} labels go up to {labels.max()}, expected fewer than {num_classes} classes")
@@ -223,9 +227,20 @@ def provision(name: str, root: str | os.PathLike = "data", sources: Sequence[str
     unknown = set(sources) - {"local", *_SOURCES}
     if unknown:
         raise ConfigError(f"unknown data sources {sorted(unknown)}: choose from {['local', *_SOURCES]}")
+    if Path(root).exists() and not Path(root).is_dir():
+        raise ConfigError(f"the data folder {root} is a file, not a folder: set paths.data_dir (make data DATA_DIR=...) to a folder")
     if "local" in sources and _has_raw_files(folder):
         check_raw_folder(folder)
         return folder
+    try:  # once, before any source: a folder that can't be written can't receive the data
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder.parent):
+            pass
+    except OSError as err:
+        raise DataUnavailableError(
+            f"{name} not found in {folder}, and that folder can't be written to provision it ({err.strerror or err}): "
+            f"run `make data DATA_DIR=<a writable folder>` and set paths.data_dir to it, or copy the four IDX files {sorted(RAW_FILES.values())} there"
+        ) from None
     failures = []
     for source in sources:
         if source == "local":

@@ -23,7 +23,7 @@ from hydra.experimental.callback import Callback as HydraCallback
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from src.errors import ConfigError
+from src.errors import ConfigError, release_stderr
 
 # Numbers a user types on the command line, checked before anything is built or written:
 # (key, integer?, may be null). Each must be positive; a missing key is not checked.
@@ -225,6 +225,7 @@ class CheckOutputDir(HydraCallback):
     written. Only on rank zero: the other ranks of a DDP run share rank zero's folder."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        release_stderr()  # the config is composed: Hydra's own errors are behind us
         folder = self._resolve(config, "hydra.run.dir")
         self._check(folder)
         if rank_zero_only.rank == 0:
@@ -235,6 +236,7 @@ class CheckOutputDir(HydraCallback):
         release_run_lock(self._resolve(config, "hydra.run.dir"))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        release_stderr()
         folder = self._resolve(config, "hydra.sweep.dir")
         self._check(folder)
         if rank_zero_only.rank == 0 and not config.get("overwrite") and Path(folder).is_dir():

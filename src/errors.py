@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from omegaconf import MissingMandatoryValue
 
@@ -55,6 +57,63 @@ def user_errors() -> Iterator[None]:
             raise
         print(f"error: {shown}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+_HYDRA_STDERR: list = []  # (the real stderr, the buffer) while Hydra composes the config
+_DETAIL_LINES = ("full_key:", "object_type=", "reference_type=", "Set the environment variable HYDRA_FULL_ERROR")
+
+
+def hydra_error_line(text: str) -> str:
+    """Hydra's multi-line report of a composition error (an unknown key, a bad override) as one
+    line: its sentences joined, a list of options after "...:" inlined, the search path left out."""
+    parts: list[str] = []
+    for raw in text.strip().splitlines():
+        line = raw.strip()
+        if line.startswith("Config search path"):
+            break
+        if not line or line.startswith(_DETAIL_LINES):
+            continue
+        if raw[:1].isspace() and parts and parts[-1].endswith((":", ",")):  # an indented list item
+            parts[-1] += f" {line},"
+            continue
+        if parts and parts[-1].endswith(","):
+            parts[-1] = parts[-1][:-1] + "."
+        parts.append(line if line.endswith((".", ":", "?")) else line + ".")
+    if parts and parts[-1].endswith(","):
+        parts[-1] = parts[-1][:-1] + "."
+    return " ".join(parts)
+
+
+def release_stderr() -> None:
+    """Hydra has composed the config: stderr is the terminal's again (with what was held back)."""
+    if _HYDRA_STDERR:
+        real, buffer = _HYDRA_STDERR.pop()
+        sys.stderr = real
+        real.write(buffer.getvalue())
+
+
+def run_entry_point(main: Callable[[], Any]) -> None:
+    """Run a ``@hydra.main`` entry point so that Hydra's own errors are one ``error:`` line.
+
+    Hydra reports a bad command line (``trainer.foo=1``, an unparsable override) on several
+    lines and exits before the task runs; no hook comes earlier. So stderr is held back until
+    the config is composed (``release_stderr``: the first thing each task, and the run-folder
+    check, does), and a failure before that is condensed to one line.
+    """
+    real, buffer = sys.stderr, io.StringIO()
+    _HYDRA_STDERR.append((real, buffer))
+    sys.stderr = buffer
+    try:
+        main()
+    except SystemExit as exit_:
+        if _HYDRA_STDERR and exit_.code not in (0, None) and buffer.getvalue().strip():
+            _HYDRA_STDERR.clear()
+            sys.stderr = real
+            print(f"error: {hydra_error_line(buffer.getvalue())}", file=real)
+            raise SystemExit(exit_.code) from None
+        raise
+    finally:
+        release_stderr()
 
 
 @contextmanager

@@ -33,7 +33,7 @@ from src.checks import check_fresh_run_dir, check_numbers, check_trainer, check_
 from src.devices import cpu_threads
 from src.metrics.callback import SampleQuality
 from src.sweeps import JOB_ERROR, infer_direction, record_job
-from src.errors import ConfigError, NonFiniteLossError, TrainingInterrupted, UserError, user_error
+from src.errors import ConfigError, NonFiniteLossError, TrainingInterrupted, UserError, release_stderr, run_entry_point, user_error
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +265,7 @@ def _fail_job(message: str, multirun: bool) -> None:
 def main(cfg: DictConfig) -> float | None:
     """The entry point. In a ``--multirun`` a job that diverges or gets a bad value fails alone:
     it returns NaN (the worst value) to the sweeper, its summary row says why, the sweep goes on."""
+    release_stderr()
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
@@ -293,4 +294,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    run_entry_point(main)

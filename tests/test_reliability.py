@@ -483,6 +483,10 @@ def test_a_killed_run_keeps_its_last_end_of_epoch_checkpoint(tmp_path, data_root
         ("+trainer.foo=1", "error: trainer (lightning.pytorch.Trainer) refuses its settings: Trainer.__init__() got an unexpected keyword argument 'foo'"),
         ("trainer.devices=3", "error: trainer.devices=3 needs the project's DDP strategy"),
         ("model.optimizer._target_=torch.optim.SGD", "error: model.optimizer (torch.optim.SGD) refuses its arguments"),
+        # Hydra's own errors, condensed to one line by src.errors.run_entry_point:
+        ("trainer.foo=1", "error: Could not override 'trainer.foo'. To append to your config use +trainer.foo=1. Key 'foo' is not in struct."),
+        ("model=nope", "error: In 'train': Could not find 'model/nope'. Available options in 'model': cgan, dcgan, dcgan_cond, gan."),
+        ("model.lr=[", "error: no viable alternative at input '['."),
     ],
 )
 def test_bad_input_on_the_command_line_is_one_line(tmp_path, data_root, case, message):

@@ -96,3 +96,18 @@ def test_a_sigterm_mid_sweep_leaves_the_interrupted_jobs_row(tmp_path, data_root
     assert [(row["job"], row["status"], row["value"]) for row in rows] == [("0", "interrupted", "nan")]
     assert rows[0]["error"].startswith("training interrupted by SIGTERM in epoch ") and "resume with ckpt_path=" in rows[0]["error"]
     assert not list(sweep_dir.glob("1_*"))  # the signal stops the whole sweep, as it asks
+
+
+@pytest.mark.slow
+def test_a_sweep_into_a_folder_holding_a_sweeps_runs_is_refused(tmp_path, data_root):
+    sweep_dir = tmp_path / "sweep"
+    args = [a for a in _tiny_run(data_root, tmp_path / "unused", *ONE_EPOCH) if not a.startswith("hydra.run.dir")]
+    first = _cli("--multirun", "model.lr=1e-4", f"hydra.sweep.dir={sweep_dir}", *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert first.wait(timeout=300) == 0, first.communicate()[1][-3000:]
+    before = _snapshot(sweep_dir)
+    again = _cli("--multirun", "model.lr=2e-4", f"hydra.sweep.dir={sweep_dir}", *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, stderr = again.communicate(timeout=300)
+    assert again.returncode == 1 and "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "already holds the runs of a sweep" in errors[0] and "overwrite=true" in errors[0], stderr[-3000:]
+    assert _snapshot(sweep_dir) == before

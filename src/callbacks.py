@@ -79,7 +79,7 @@ class SampleGrid(L.Callback):
         grid = self.render(trainer, pl_module)
         # Lightning logs scalars against the number of batches trained, not trainer.global_step
         # (two optimizer steps per batch here): put the images on the same axis.
-        step = trainer.fit_loop.epoch_loop._batches_that_stepped
+        step = pl_module.batches_trained
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image(self.tag, grid, global_step=step)

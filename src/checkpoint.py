@@ -13,6 +13,7 @@ pickled objects. The model is rebuilt through Hydra from the composed model conf
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import pickle
 import re
@@ -27,7 +28,6 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.errors import InstantiationException
-from hydra._internal.utils import _locate
 from hydra.utils import instantiate
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -153,16 +153,13 @@ class CheckpointOnInterrupt(L.Callback):
         if isinstance(pl_module, GAN) and (diverged := pl_module.diverged_nets()):
             self.diverged = diverged
             return
-        # ModelCheckpoint's own routines: its file names, version counter and saved state.
-        already_saved = callback._last_global_step_saved == trainer.global_step
-        if callback.save_last:
-            if not already_saved:
-                callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
-            self.saved_path = callback.last_model_path or None
-        else:  # no monitor, top 1: "keep the newest", the same role
-            if not already_saved:
-                callback._save_none_monitor_checkpoint(trainer, callback._monitor_candidates(trainer))
-            self.saved_path = callback.best_model_path or None
+        # Where that callback keeps the newest state, written through the public
+        # trainer.save_checkpoint as Lightning's own OnExceptionCheckpoint does (every rank calls
+        # it: SIGTERM reaches them all after the same batch).
+        name = callback.CHECKPOINT_NAME_LAST if callback.save_last else callback.filename
+        path = Path(callback.dirpath) / f"{name}{callback.FILE_EXTENSION}"
+        trainer.save_checkpoint(path)
+        self.saved_path = str(path)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -269,13 +266,29 @@ def _check_target(target: Any, where: str) -> None:
     if not (isinstance(target, str) and target.startswith(ALLOWED_TARGET_PREFIXES)):
         raise CheckpointError(f"{where}={target!r} is refused: a checkpoint may only name {' or '.join(p + '*' for p in ALLOWED_TARGET_PREFIXES)}")
     try:
-        # What Hydra's instantiate itself resolves a `_target_` with (its public get_class logs
-        # every failure): imports the allowed module, calls nothing.
-        obj = _locate(target)
+        obj = _import_target(target)  # imports the allowed module, calls nothing
     except ImportError as err:
         raise CheckpointError(f"{where}={target!r} names nothing importable ({str(err).strip().splitlines()[0]})") from None
     if not (isinstance(obj, type) and issubclass(obj, ALLOWED_TARGET_KINDS)):
         raise CheckpointError(f"{where}={target!r} is refused: a checkpoint may only name a model or an optimizer class")
+
+
+def _import_target(target: str) -> Any:
+    """The object a dotted ``_target_`` names: the longest importable module prefix, then attributes.
+    (Hydra's own resolver is internal, and its public ``get_class`` logs every failure.)"""
+    parts = target.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        try:
+            for attribute in parts[split:]:
+                obj = getattr(obj, attribute)
+        except AttributeError:
+            raise ImportError(f"module {'.'.join(parts[:split])!r} has no attribute {'.'.join(parts[split:])!r}") from None
+        return obj
+    raise ImportError(f"no module named {parts[0]!r}")
 
 
 def check_same_model(checkpoint: dict[str, Any], path: str | os.PathLike, model: torch.nn.Module, model_config: Any = None) -> None:

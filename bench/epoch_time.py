@@ -19,7 +19,6 @@ import time
 
 import lightning as L
 import torch
-
 from train_config import compose_train_config  # puts the repository on sys.path
 
 

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import lightning as L
 import torch
-
 from train_config import compose_train_config  # puts the repository on sys.path
 
 METHODS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__")

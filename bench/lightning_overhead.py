@@ -35,7 +35,6 @@ import time
 import lightning as L
 import torch
 from lightning.pytorch.trainer import call
-
 from train_config import compose_train_config  # puts the repository on sys.path
 
 

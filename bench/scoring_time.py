@@ -20,7 +20,6 @@ import time
 from types import SimpleNamespace
 
 import torch
-
 from train_config import compose_train_config  # puts the repository on sys.path
 
 

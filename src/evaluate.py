@@ -18,9 +18,9 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from src.checkpoint import load_model
-from src.devices import cpu_threads
 from src.checks import COMMAND_NUMBERS, check_numbers, check_output_file
 from src.data.provision import DATASETS, raw_folder
+from src.devices import cpu_threads
 from src.errors import ConfigError, checkpoint_command_errors, release_stderr, run_entry_point
 from src.metrics.callback import MIN_SAMPLES
 from src.metrics.classifier import load_classifier, load_split

@@ -22,8 +22,8 @@ from omegaconf import DictConfig
 from torchvision.utils import make_grid, save_image
 
 from src.checkpoint import load_model
-from src.devices import cpu_threads
 from src.checks import COMMAND_NUMBERS, check_numbers, check_output_file
+from src.devices import cpu_threads
 from src.errors import ConfigError, checkpoint_command_errors, release_stderr, run_entry_point
 from src.interpolation import latent_walk
 from src.metrics.quality import generate

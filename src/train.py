@@ -20,20 +20,28 @@ from pathlib import Path
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.multiprocessing import ProcessRaisedException
 
 from src.callbacks import HParamsSummary
-from src.checkpoint import AtomicCheckpointIO, CheckpointOnInterrupt, StoreModelConfig, check_resumable, check_same_model, newest_checkpoint_callback, read_checkpoint
-from src.checks import check_fresh_run_dir, check_numbers, check_trainer, check_output_dir, clear_run_dir, run_lock
+from src.checkpoint import (
+    AtomicCheckpointIO,
+    CheckpointOnInterrupt,
+    StoreModelConfig,
+    check_resumable,
+    check_same_model,
+    newest_checkpoint_callback,
+    read_checkpoint,
+)
+from src.checks import check_fresh_run_dir, check_numbers, check_output_dir, check_trainer, clear_run_dir, run_lock
 from src.devices import cpu_threads
+from src.errors import ConfigError, NonFiniteLossError, TrainingInterrupted, UserError, release_stderr, run_entry_point, user_error
 from src.metrics.callback import SampleQuality
 from src.sweeps import JOB_ERROR, infer_direction, record_job
-from src.errors import ConfigError, NonFiniteLossError, TrainingInterrupted, UserError, release_stderr, run_entry_point, user_error
 
 log = logging.getLogger(__name__)
 

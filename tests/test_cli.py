@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
 from conftest import run_cli
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 TINY_RUN = [
     "trainer=cpu",

@@ -14,7 +14,7 @@ from torchvision.datasets import MNIST, FashionMNIST
 from src.data.datamodule import MNISTDataModule
 from src.data.idx import IdxFormatError
 from src.data.loaders import EpochSampler
-from src.data.provision import DataUnavailableError, RAW_FILES, provision, raw_folder
+from src.data.provision import RAW_FILES, DataUnavailableError, provision, raw_folder
 from src.train import train
 from tests.conftest import TEST_SIZE, TRAIN_SIZE, write_tiny_dataset
 
@@ -29,8 +29,8 @@ def _setup(datamodule: MNISTDataModule) -> MNISTDataModule:
 def test_tensor_loader_yields_every_pair_once_normalized_like_the_classic_path(data_root, name):
     fast = _setup(MNISTDataModule(name, str(data_root), batch_size=32, sources=["local"]))
     classic = _setup(MNISTDataModule(name, str(data_root), batch_size=32, loader="classic", sources=["local"]))
-    fast_pairs = [(img, int(y)) for images, labels in fast.train_dataloader() for img, y in zip(images, labels)]
-    classic_pairs = [(img, int(y)) for images, labels in DataLoader(classic.train_set, batch_size=TRAIN_SIZE) for img, y in zip(images, labels)]
+    fast_pairs = [(img, int(y)) for images, labels in fast.train_dataloader() for img, y in zip(images, labels, strict=True)]
+    classic_pairs = [(img, int(y)) for images, labels in DataLoader(classic.train_set, batch_size=TRAIN_SIZE) for img, y in zip(images, labels, strict=True)]
     assert len(fast_pairs) == len(classic_pairs) == TRAIN_SIZE
 
     def key(pair):

@@ -12,8 +12,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from src.train import check_launch, train
 from src.errors import ConfigError, NonFiniteLossError
+from src.train import check_launch, train
 from tests.conftest import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[1]

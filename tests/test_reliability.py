@@ -18,8 +18,8 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-
 from conftest import make_cfg, write_tiny_dataset
+
 from src.checkpoint import MODEL_CONFIG_KEY, AtomicCheckpointIO, CheckpointOnInterrupt, load_model
 from src.data.provision import RAW_FILES
 from src.errors import CheckpointError, ConfigError, TrainingInterrupted

@@ -8,8 +8,8 @@ import math
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
+
 from src.sweeps import JOB_RESULT, infer_direction, write_summary
 
 TINY_RUN = [

@@ -14,7 +14,6 @@ from src.errors import ConfigError
 from src.metrics.classifier import load_classifier, load_split
 from src.metrics.quality import QualityMetrics, fixed_inputs, generate
 
-
 MIN_SAMPLES = 10  # the k-NN radii of density/coverage (k = 5) need more than 5 images on each side
 
 

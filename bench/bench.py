@@ -93,8 +93,14 @@ def seed_cgan_models():
             super().__init__()
             self.embed = nn.Embedding(10, 10)
             self.model = nn.Sequential(
-                nn.Linear(110, 256), nn.LeakyReLU(0.2, inplace=True), nn.Linear(256, 512), nn.LeakyReLU(0.2, inplace=True),
-                nn.Linear(512, 1024), nn.LeakyReLU(0.2, inplace=True), nn.Linear(1024, 784), nn.Tanh(),
+                nn.Linear(110, 256),
+                nn.LeakyReLU(0.2, inplace=True),
+                nn.Linear(256, 512),
+                nn.LeakyReLU(0.2, inplace=True),
+                nn.Linear(512, 1024),
+                nn.LeakyReLU(0.2, inplace=True),
+                nn.Linear(1024, 784),
+                nn.Tanh(),
             )
 
         def forward(self, z, labels):
@@ -105,10 +111,17 @@ def seed_cgan_models():
             super().__init__()
             self.embed = nn.Embedding(10, 10)
             self.model = nn.Sequential(
-                nn.Linear(794, 1024), nn.LeakyReLU(0.2, inplace=True), nn.Dropout(0.3),
-                nn.Linear(1024, 512), nn.LeakyReLU(0.2, inplace=True), nn.Dropout(0.3),
-                nn.Linear(512, 256), nn.LeakyReLU(0.2, inplace=True), nn.Dropout(0.3),
-                nn.Linear(256, 1), nn.Sigmoid(),
+                nn.Linear(794, 1024),
+                nn.LeakyReLU(0.2, inplace=True),
+                nn.Dropout(0.3),
+                nn.Linear(1024, 512),
+                nn.LeakyReLU(0.2, inplace=True),
+                nn.Dropout(0.3),
+                nn.Linear(512, 256),
+                nn.LeakyReLU(0.2, inplace=True),
+                nn.Dropout(0.3),
+                nn.Linear(256, 1),
+                nn.Sigmoid(),
             )
 
         def forward(self, x, labels):
@@ -124,7 +137,9 @@ def run_seed(preset: str, args) -> float:
 
     DEVICE = torch.device(args.device)
     BATCH_SIZE = SEED_BATCH_SIZE
-    trainset = datasets.FashionMNIST(args.data_dir, train=True, transform=transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))]))
+    trainset = datasets.FashionMNIST(
+        args.data_dir, train=True, transform=transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
+    )
     train_loader = DataLoader(trainset, batch_size=BATCH_SIZE, shuffle=True)
     G, D = seed_gan_models() if preset == "gan" else seed_cgan_models()
     D, G = D.to(DEVICE), G.to(DEVICE)
@@ -324,7 +339,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=300, help="measured batches per run")
     parser.add_argument("--warmup", type=int, default=20, help="batches run before timing starts")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--override", nargs="*", default=[], help="Hydra overrides for plain, barebones and lightning, e.g. model.optimizer.fused=true")
+    parser.add_argument(
+        "--override", nargs="*", default=[], help="Hydra overrides for plain, barebones and lightning, e.g. model.optimizer.fused=true"
+    )
     parser.add_argument("--one", choices=KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--preset", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -334,14 +351,32 @@ def main() -> None:
     from src.data.provision import provision
 
     provision("fashion_mnist", args.data_dir)
-    print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} cpus={os.cpu_count()} "
-          f"batch={SEED_BATCH_SIZE} measured_batches={args.batches} repeats={args.repeats} overrides={args.override}")
+    print(
+        f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} cpus={os.cpu_count()} "
+        f"batch={SEED_BATCH_SIZE} measured_batches={args.batches} repeats={args.repeats} overrides={args.override}"
+    )
     results: dict[tuple[str, str], list[dict]] = {}
     for repeat in range(args.repeats):
         for preset in args.presets:
             for kind in args.kinds:
-                cmd = [sys.executable, __file__, "--one", kind, "--preset", preset, "--device", args.device, "--data-dir", args.data_dir,
-                       "--batches", str(args.batches), "--warmup", str(args.warmup), "--override", *args.override]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--one",
+                    kind,
+                    "--preset",
+                    preset,
+                    "--device",
+                    args.device,
+                    "--data-dir",
+                    args.data_dir,
+                    "--batches",
+                    str(args.batches),
+                    "--warmup",
+                    str(args.warmup),
+                    "--override",
+                    *args.override,
+                ]
                 out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
                 if out.returncode != 0:
                     sys.exit(f"{kind}/{preset} failed:\n{out.stderr[-3000:]}")
@@ -350,7 +385,10 @@ def main() -> None:
                 print(f"  repeat {repeat + 1}: {preset:5s} {kind:9s} {record['images_per_s']:9.0f} images/s", flush=True)
 
     print()
-    print("| preset | loop | images/s (median) | ms per batch | vs seed | vs plain | peak RSS MB |" + (" peak GPU MB |" if args.device.startswith("cuda") else ""))
+    print(
+        "| preset | loop | images/s (median) | ms per batch | vs seed | vs plain | peak RSS MB |"
+        + (" peak GPU MB |" if args.device.startswith("cuda") else "")
+    )
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |" + (" ---: |" if args.device.startswith("cuda") else ""))
     for preset in args.presets:
         median = {kind: statistics.median(r["images_per_s"] for r in results[(preset, kind)]) for kind in args.kinds}

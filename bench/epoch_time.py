@@ -60,7 +60,10 @@ class EpochTimer(L.Callback):
         self.train_s.append(end - self._start)
         self.images.append(self._images)
         validation = f", validation {self.val_s[-1]:.2f} s" if self._val_start else ""
-        print(f"epoch {len(self.train_s) - 1}: training {self.train_s[-1]:.2f} s ({self._images / self.train_s[-1]:,.0f} images/s){validation}", flush=True)
+        print(
+            f"epoch {len(self.train_s) - 1}: training {self.train_s[-1]:.2f} s ({self._images / self.train_s[-1]:,.0f} images/s){validation}",
+            flush=True,
+        )
 
 
 def main(overrides: list[str]) -> None:
@@ -73,8 +76,10 @@ def main(overrides: list[str]) -> None:
     median = statistics.median(steady)
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
     print(f"gpu={gpu} torch={torch.__version__} threads={torch.get_num_threads()} overrides={overrides}")
-    print(f"median training epoch (after the first): {median:.2f} s, {statistics.median(timer.images) / median:,.0f} images/s; "
-          f"first epoch {timer.train_s[0]:.2f} s")
+    print(
+        f"median training epoch (after the first): {median:.2f} s, {statistics.median(timer.images) / median:,.0f} images/s; "
+        f"first epoch {timer.train_s[0]:.2f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -71,7 +71,9 @@ class HostReadCounter(L.Callback):
             rows = [(where, on_host, n) for (lg, on_host, where), n in self.reads.items() if lg == logging]
             device_reads = sum(n for _, on_host, n in rows if not on_host)
             host_reads = sum(n for _, on_host, n in rows if on_host)
-            print(f"{label}: {batches}; reads per batch: {device_reads / max(batches, 1):.2f} of GPU tensors, {host_reads / max(batches, 1):.2f} of host tensors")
+            print(
+                f"{label}: {batches}; reads per batch: {device_reads / max(batches, 1):.2f} of GPU tensors, {host_reads / max(batches, 1):.2f} of host tensors"
+            )
             for where, on_host, n in sorted(rows, key=lambda row: -row[2]):
                 print(f"  {n / max(batches, 1):6.2f}  {'host' if on_host else 'GPU '}  {where}")
 

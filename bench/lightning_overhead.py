@@ -103,7 +103,9 @@ class Overhead(L.Callback):
             batches += 1
         print(f"fetching a batch from the train loader alone: {(time.perf_counter() - start) / batches * 1e3:.3f} ms")
         names = ", ".join(type(callback).__name__ for callback in trainer.callbacks)
-        print(f"one round of callback hooks: {per_round:.1f} µs over {len(trainer.callbacks)} callbacks ({names}); one LightningModule hook: {per_module_hook:.1f} µs")
+        print(
+            f"one round of callback hooks: {per_round:.1f} µs over {len(trainer.callbacks)} callbacks ({names}); one LightningModule hook: {per_module_hook:.1f} µs"
+        )
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if batch_idx == self.skip:
@@ -118,7 +120,10 @@ class Overhead(L.Callback):
             self.around.append(self._end - self._start)
         if batch_idx == trainer.log_every_n_steps + 10:  # values logged: what Lightning does with them each batch
             connector, bar, calls = trainer._logger_connector, trainer.progress_bar_callback, 2000
-            for name, work in (("its metrics pass", lambda: connector.metrics), ("the progress bar's get_metrics", lambda: bar.get_metrics(trainer, pl_module))):
+            for name, work in (
+                ("its metrics pass", lambda: connector.metrics),
+                ("the progress bar's get_metrics", lambda: bar.get_metrics(trainer, pl_module)),
+            ):
                 if name.startswith("the progress") and bar is None:
                     continue
                 start = time.perf_counter()
@@ -142,8 +147,10 @@ def main(argv: list[str]) -> None:
     overhead = Overhead(nvml_probe)
     train(cfg, extra_callbacks=[overhead])
     print(f"torch={torch.__version__} threads={torch.get_num_threads()} nvml_probe={nvml_probe} overrides={overrides}")
-    print(f"per batch of the training loop: {statistics.median(overhead.around) * 1e3:.3f} ms from batch start to batch end "
-          f"(training_step and its hooks), {statistics.median(overhead.between) * 1e3:.3f} ms between batches (fetch, bookkeeping)")
+    print(
+        f"per batch of the training loop: {statistics.median(overhead.around) * 1e3:.3f} ms from batch start to batch end "
+        f"(training_step and its hooks), {statistics.median(overhead.between) * 1e3:.3f} ms between batches (fetch, bookkeeping)"
+    )
     batches = len(overhead.around)
     print(f"garbage collector: {overhead.gc_collections} collections in {batches} batches, {overhead.gc_seconds / batches * 1e6:.1f} µs per batch")
 

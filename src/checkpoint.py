@@ -237,7 +237,9 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         # A pickled class or function ("Unsupported global: GLOBAL os.system", worded "Trying to
         # load unsupported GLOBAL ..." by torch 2.14): the unpickler would have to run code.
         if found := re.search(r"unsupported global:?\s+(?:GLOBAL\s+)?([\w.]+)", str(err), flags=re.IGNORECASE):
-            raise CheckpointError(f"{path} holds code (the pickled global {found.group(1)}) and is refused: checkpoints are read as tensors and plain data only, nothing in them runs") from None
+            raise CheckpointError(
+                f"{path} holds code (the pickled global {found.group(1)}) and is refused: checkpoints are read as tensors and plain data only, nothing in them runs"
+            ) from None
         raise CheckpointError(f"{path} is truncated or corrupt (not a pickle that torch.load can read)") from None
     except (RuntimeError, EOFError, KeyError, ValueError, zipfile.BadZipFile, pickle.PickleError) as err:
         reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
@@ -349,7 +351,9 @@ def load_model(ckpt_path: str | os.PathLike, map_location: str | torch.device = 
     if model.generator_ema is not None and not all(bool(torch.isfinite(p).all()) for p in model.generator_ema.parameters()):
         diverged.append("G's EMA")
     if diverged:  # NaN weights make NaN images, and NaN features crash LAPACK inside FID
-        raise CheckpointError(f"{ckpt_path}: the weights of {' and '.join(diverged)} hold NaN or infinite values (the run diverged): use an earlier checkpoint")
+        raise CheckpointError(
+            f"{ckpt_path}: the weights of {' and '.join(diverged)} hold NaN or infinite values (the run diverged): use an earlier checkpoint"
+        )
     return model.to(map_location).eval()
 
 

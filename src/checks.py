@@ -90,8 +90,11 @@ def check_trainer(cfg: DictConfig) -> None:
     trainer = cfg.get("trainer") or {}
     strategy = str(trainer.get("strategy", "auto"))
     devices = trainer.get("devices", 1)
-    several = (isinstance(devices, int) and not isinstance(devices, bool) and devices not in (0, 1)) or (
-        isinstance(devices, str) and devices not in ("1", "auto")) or (OmegaConf.is_list(devices) and len(devices) > 1)
+    several = (
+        (isinstance(devices, int) and not isinstance(devices, bool) and devices not in (0, 1))
+        or (isinstance(devices, str) and devices not in ("1", "auto"))
+        or (OmegaConf.is_list(devices) and len(devices) > 1)
+    )
     if several and not strategy.startswith("ddp"):
         raise ConfigError(
             f"trainer.devices={devices} needs the project's DDP strategy (G and D train in separate backward passes): "

@@ -38,7 +38,9 @@ def run_config(ckpt_path: Path) -> DictConfig | None:
         return saved
     except Exception as err:  # YAML errors, a list instead of a mapping, missing sections, ...
         reason = str(err).strip().splitlines()[0][:100] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"can't read the run's config {path} ({reason}): add dataset=mnist|fashion_mnist and data_dir=... to score without it") from None
+        raise ConfigError(
+            f"can't read the run's config {path} ({reason}): add dataset=mnist|fashion_mnist and data_dir=... to score without it"
+        ) from None
 
 
 def resolve_data(cfg: DictConfig) -> tuple[str, str]:
@@ -46,7 +48,9 @@ def resolve_data(cfg: DictConfig) -> tuple[str, str]:
     saved = None if cfg.dataset and cfg.data_dir else run_config(Path(cfg.ckpt_path))
     name = cfg.dataset or (saved.data.get("name") if saved is not None else None)
     if name is None:
-        raise ConfigError(f"can't tell which data set {cfg.ckpt_path} was trained on (no .hydra/config.yaml beside its run): add dataset=mnist or dataset=fashion_mnist")
+        raise ConfigError(
+            f"can't tell which data set {cfg.ckpt_path} was trained on (no .hydra/config.yaml beside its run): add dataset=mnist or dataset=fashion_mnist"
+        )
     if name not in DATASETS:
         raise ConfigError(f"dataset={name} is not one of {sorted(DATASETS)}")
     data_dir = cfg.data_dir or (saved.paths.get("data_dir") if saved is not None else None) or "data"
@@ -62,7 +66,9 @@ def output_path(cfg: DictConfig) -> Path:
 def evaluate(cfg: DictConfig) -> dict:
     check_numbers(cfg, COMMAND_NUMBERS)
     if cfg.num_samples < MIN_SAMPLES:
-        raise ConfigError(f"num_samples must be an integer of at least {MIN_SAMPLES} (the k-NN metrics need more than 5 images), got {cfg.num_samples}")
+        raise ConfigError(
+            f"num_samples must be an integer of at least {MIN_SAMPLES} (the k-NN metrics need more than 5 images), got {cfg.num_samples}"
+        )
     if cfg.output or Path(cfg.ckpt_path).is_file():  # before the scoring, not after it
         check_output_file(output_path(cfg))
     model = load_model(cfg.ckpt_path, map_location=cfg.device)

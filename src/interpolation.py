@@ -23,7 +23,9 @@ def slerp(start: torch.Tensor, end: torch.Tensor, steps: int) -> torch.Tensor:
     return (torch.sin((1 - t) * omega) * start + torch.sin(t * omega) * end) / omega.sin()
 
 
-def latent_walk(rows: int, steps: int, latent_dim: int, num_classes: int | None = None, label: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+def latent_walk(
+    rows: int, steps: int, latent_dim: int, num_classes: int | None = None, label: int | None = None, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Noise (rows * steps, latent_dim) and labels for a grid of walks, ``steps`` images a row.
 
     Unconditional (or one ``label`` for every row): each row walks between its own pair of

@@ -23,7 +23,9 @@ def d_loss(kind: str, real_logits: torch.Tensor, fake_logits: torch.Tensor, real
     if kind == "bce":
         # The sum of the two halves, as the seeds do (not their mean).
         real_labels = torch.ones_like(real_logits) if real_target == 1.0 else torch.full_like(real_logits, real_target)
-        return F.binary_cross_entropy_with_logits(real_logits, real_labels) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+        return F.binary_cross_entropy_with_logits(real_logits, real_labels) + F.binary_cross_entropy_with_logits(
+            fake_logits, torch.zeros_like(fake_logits)
+        )
     if kind == "hinge":
         return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
     if kind == "wgan_gp":

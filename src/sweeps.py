@@ -27,8 +27,18 @@ log = logging.getLogger(__name__)
 JOB_RESULT = "job_result.json"
 JOB_ERROR = "error.txt"  # the one-line reason a job failed, diverged or was interrupted, written by src.train
 METRIC_COLUMNS = (
-    "val/fid", "val/kid", "val/precision", "val/recall", "val/density", "val/coverage", "val/ifid",
-    "val/classifier_score", "val/class_entropy", "val/cond_acc", "train/d_loss", "train/g_loss",
+    "val/fid",
+    "val/kid",
+    "val/precision",
+    "val/recall",
+    "val/density",
+    "val/coverage",
+    "val/ifid",
+    "val/classifier_score",
+    "val/class_entropy",
+    "val/cond_acc",
+    "train/d_loss",
+    "train/g_loss",
 )
 HIGHER_IS_BETTER = ("score", "acc", "entropy", "precision", "recall", "density", "coverage")
 
@@ -74,8 +84,16 @@ def write_summary(sweep_dir: Path, metric: str | None, direction: str) -> list[d
     errors = ["error"] if any(row.get("error") for row in rows) else []
     header = ["rank", "job", "status", "value", "overrides", *present, *errors, "dir"]
     table = [
-        [str(i), str(row["job"]), row["status"], _cell(_number(row.get("value"))), varied[row["job"]],
-         *[_cell(row.get("metrics", {}).get(name)) for name in present], *([row.get("error") or ""] if errors else []), row["dir"]]
+        [
+            str(i),
+            str(row["job"]),
+            row["status"],
+            _cell(_number(row.get("value"))),
+            varied[row["job"]],
+            *[_cell(row.get("metrics", {}).get(name)) for name in present],
+            *([row.get("error") or ""] if errors else []),
+            row["dir"],
+        ]
         for i, row in enumerate(ranked, start=1)
     ]
     with open(sweep_dir / "summary.csv", "w", newline="") as f:

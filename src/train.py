@@ -1,10 +1,10 @@
 """Train a GAN or conditional GAN: Hydra composes ``conf/``, Lightning trains.
 
-    python -m src.train                                   # seed GAN on Fashion-MNIST
-    python -m src.train model=cgan data=mnist             # seed cGAN on MNIST
-    python -m src.train trainer=cpu trainer.max_epochs=5 data.batch_size=128
-    python -m src.train --multirun model.lr=1e-4,2e-4,5e-4
-    tensorboard --logdir outputs --samples_per_plugin images=1000
+python -m src.train                                   # seed GAN on Fashion-MNIST
+python -m src.train model=cgan data=mnist             # seed cGAN on MNIST
+python -m src.train trainer=cpu trainer.max_epochs=5 data.batch_size=128
+python -m src.train --multirun model.lr=1e-4,2e-4,5e-4
+tensorboard --logdir outputs --samples_per_plugin images=1000
 """
 
 from __future__ import annotations
@@ -181,14 +181,22 @@ def _train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback]) -> dict[str, 
         raise ConfigError(f"the model is conditional on {model.num_classes} classes but {datamodule.name} has {datamodule.num_classes}")
     check_optimizers(model, cfg.model)
     if tuple(model.generator.img_shape) != tuple(datamodule.img_shape):
-        raise ConfigError(f"model.generator.img_shape is {list(model.generator.img_shape)} but {datamodule.name}'s images are {list(datamodule.img_shape)}")
+        raise ConfigError(
+            f"model.generator.img_shape is {list(model.generator.img_shape)} but {datamodule.name}'s images are {list(datamodule.img_shape)}"
+        )
     if rank_zero_only.rank == 0:
         # Lightning would first create the loggers' files, then read the data: check the data first.
         # Other ranks read it inside fit, after rank zero has provisioned it.
         datamodule.prepare_data()
         datamodule.setup("fit")
     interruption = CheckpointOnInterrupt()
-    callbacks = [*_instantiate_dict(cfg.get("callbacks"), "callbacks"), StoreModelConfig(cfg.model), interruption, HParamsSummary(run_hparams(cfg)), *extra_callbacks]
+    callbacks = [
+        *_instantiate_dict(cfg.get("callbacks"), "callbacks"),
+        StoreModelConfig(cfg.model),
+        interruption,
+        HParamsSummary(run_hparams(cfg)),
+        *extra_callbacks,
+    ]
     if rank_zero_only.rank == 0:
         for callback in callbacks:
             if isinstance(callback, SampleQuality):  # the classifier and the real side, before any file
@@ -212,7 +220,9 @@ def _train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback]) -> dict[str, 
             raise
         where = f"in epoch {trainer.current_epoch} after {trainer.fit_loop.epoch_loop.batch_progress.current.processed} batches"
         if interruption.diverged:
-            saved = f"; not saved: the weights of {' and '.join(interruption.diverged)} had become non-finite (the last end-of-epoch checkpoint stays)"
+            saved = (
+                f"; not saved: the weights of {' and '.join(interruption.diverged)} had become non-finite (the last end-of-epoch checkpoint stays)"
+            )
         else:
             saved = f"; resume with ckpt_path={interruption.saved_path}" if interruption.saved_path else "; no checkpoint was written"
         raise TrainingInterrupted(f"training interrupted by {interruption.signal} {where}{saved}", interruption.signal) from None
@@ -250,7 +260,9 @@ def check_launch(cfg: DictConfig, multirun: bool, launcher: str = "") -> None:
     several = devices not in (1, "1") or int(cfg.trainer.get("num_nodes", 1)) > 1
     if "SlurmLauncher" in launcher:
         if not isinstance(devices, int):
-            raise ConfigError(f"hydra/launcher=slurm starts one task per device and needs trainer.devices as a number of GPUs per node, got {devices!r}")
+            raise ConfigError(
+                f"hydra/launcher=slurm starts one task per device and needs trainer.devices as a number of GPUs per node, got {devices!r}"
+            )
         return
     if multirun and several and strategy.startswith("ddp") and not strategy.startswith("ddp_spawn"):
         raise ConfigError(

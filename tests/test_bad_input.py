@@ -39,12 +39,24 @@ def _refused(cfg, out: Path, message: str) -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["trainer.devices=3"], "trainer.devices=3 needs the project's DDP strategy (G and D train in separate backward passes): use trainer=ddp trainer.devices=3 for GPUs, or trainer=ddp_cpu"),
-        (["model.optimizer._target_=torch.optim.SGD"], "model.optimizer (torch.optim.SGD) refuses its arguments ['betas', 'fused']: SGD.__init__() got an unexpected keyword argument 'betas'; drop the ones it does not take, e.g. ~model.optimizer.betas"),
+        (
+            ["trainer.devices=3"],
+            "trainer.devices=3 needs the project's DDP strategy (G and D train in separate backward passes): use trainer=ddp trainer.devices=3 for GPUs, or trainer=ddp_cpu",
+        ),
+        (
+            ["model.optimizer._target_=torch.optim.SGD"],
+            "model.optimizer (torch.optim.SGD) refuses its arguments ['betas', 'fused']: SGD.__init__() got an unexpected keyword argument 'betas'; drop the ones it does not take, e.g. ~model.optimizer.betas",
+        ),
         (["++trainer.gradient_clip_val=1.0"], "trainer.gradient_clip_val=1.0: Lightning does not clip gradients under manual optimization"),
-        (["++trainer.accumulate_grad_batches=2"], "trainer.accumulate_grad_batches=2: Lightning does not accumulate under manual optimization (this module's two-optimizer step); raise data.batch_size instead"),
+        (
+            ["++trainer.accumulate_grad_batches=2"],
+            "trainer.accumulate_grad_batches=2: Lightning does not accumulate under manual optimization (this module's two-optimizer step); raise data.batch_size instead",
+        ),
         (["+trainer.foo=1"], "trainer (lightning.pytorch.Trainer) refuses its settings: Trainer.__init__() got an unexpected keyword argument 'foo'"),
-        (["+callbacks.sample_grid.colour=red"], "callbacks.sample_grid (src.callbacks.SampleGrid) refuses its settings: SampleGrid.__init__() got an unexpected keyword argument 'colour'"),
+        (
+            ["+callbacks.sample_grid.colour=red"],
+            "callbacks.sample_grid (src.callbacks.SampleGrid) refuses its settings: SampleGrid.__init__() got an unexpected keyword argument 'colour'",
+        ),
         (["callbacks.interpolation_grid.steps=1"], "callbacks.interpolation_grid needs rows >= 1 and steps >= 2"),
         (["threads=abc"], "threads must be a positive integer"),
     ],
@@ -84,7 +96,11 @@ def test_data_files_of_the_wrong_shape_or_empty_are_named(tmp_path, damage, erro
 
 def test_a_data_dir_that_is_a_file_is_named(tmp_path):
     (tmp_path / "data").write_text("not a folder")
-    _refused(make_cfg(ONE_EPOCH, tmp_path / "run", tmp_path / "data"), tmp_path / "run", "the data folder " + str(tmp_path / "data") + " is a file, not a folder")
+    _refused(
+        make_cfg(ONE_EPOCH, tmp_path / "run", tmp_path / "data"),
+        tmp_path / "run",
+        "the data folder " + str(tmp_path / "data") + " is a file, not a folder",
+    )
 
 
 def test_an_empty_data_folder_that_cant_be_written_says_what_to_do(tmp_path, monkeypatch):
@@ -97,7 +113,10 @@ def test_an_empty_data_folder_that_cant_be_written_says_what_to_do(tmp_path, mon
         return real(*args, dir=dir, **kwargs)
 
     monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
-    with pytest.raises(DataUnavailableError, match=r"that folder can't be written to provision it \(Read-only file system\): run `make data DATA_DIR=<a writable folder>`"):
+    with pytest.raises(
+        DataUnavailableError,
+        match=r"that folder can't be written to provision it \(Read-only file system\): run `make data DATA_DIR=<a writable folder>`",
+    ):
         train(make_cfg(ONE_EPOCH, tmp_path / "run", tmp_path / "data"))
 
 
@@ -150,7 +169,9 @@ def test_evaluate_with_a_corrupt_run_config_needs_it_only_without_dataset_and_da
     (run / ".hydra" / "config.yaml").write_text("data: [unclosed\n  : : :")
     ckpt = run / "checkpoints" / "last.ckpt"
     ckpt.write_bytes(checkpoints["gan"].read_bytes())
-    with pytest.raises(ConfigError, match=r"can't read the run's config .*config\.yaml .*: add dataset=mnist\|fashion_mnist and data_dir=\.\.\. to score without it"):
+    with pytest.raises(
+        ConfigError, match=r"can't read the run's config .*config\.yaml .*: add dataset=mnist\|fashion_mnist and data_dir=\.\.\. to score without it"
+    ):
         evaluate(command_cfg("evaluate", f"ckpt_path={ckpt}", "num_samples=50"))
     result = evaluate(command_cfg("evaluate", f"ckpt_path={ckpt}", "num_samples=50", "dataset=mnist", f"data_dir={data_root}"))
     assert result["data"] == "mnist" and result["fid"] is not None
@@ -163,10 +184,21 @@ def test_the_readme_quality_and_classifier_commands_run_as_written(tmp_path):
     for name in ("mnist", "fashion_mnist"):
         write_tiny_dataset(root, name)
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    quality = subprocess.run([sys.executable, "-m", "src.metrics.quality", "--root", str(root), "--num-samples", "50"], cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    quality = subprocess.run(
+        [sys.executable, "-m", "src.metrics.quality", "--root", str(root), "--num-samples", "50"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert quality.returncode == 0, quality.stderr[-2000:]
     assert [line.split(",")[0] for line in quality.stdout.splitlines()] == ['{"data": "mnist"', '{"data": "fashion_mnist"']
-    check = subprocess.run([sys.executable, "-m", "src.metrics.classifier", "check", "--root", str(root)], cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    check = subprocess.run(
+        [sys.executable, "-m", "src.metrics.classifier", "check", "--root", str(root)], cwd=REPO, capture_output=True, text=True, env=env, timeout=300
+    )
     assert check.returncode == 0 and check.stdout.count("pinned classifier, SHA-256") == 2, check.stderr[-2000:]
-    bad = subprocess.run([sys.executable, "-m", "src.metrics.quality", "--root", str(root), "cifar"], cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    bad = subprocess.run(
+        [sys.executable, "-m", "src.metrics.quality", "--root", str(root), "cifar"], cwd=REPO, capture_output=True, text=True, env=env, timeout=300
+    )
     assert bad.returncode == 1 and bad.stderr.strip() == "error: NAME 'cifar' is not one of mnist, fashion_mnist"

@@ -30,7 +30,9 @@ def test_tensor_loader_yields_every_pair_once_normalized_like_the_classic_path(d
     fast = _setup(MNISTDataModule(name, str(data_root), batch_size=32, sources=["local"]))
     classic = _setup(MNISTDataModule(name, str(data_root), batch_size=32, loader="classic", sources=["local"]))
     fast_pairs = [(img, int(y)) for images, labels in fast.train_dataloader() for img, y in zip(images, labels, strict=True)]
-    classic_pairs = [(img, int(y)) for images, labels in DataLoader(classic.train_set, batch_size=TRAIN_SIZE) for img, y in zip(images, labels, strict=True)]
+    classic_pairs = [
+        (img, int(y)) for images, labels in DataLoader(classic.train_set, batch_size=TRAIN_SIZE) for img, y in zip(images, labels, strict=True)
+    ]
     assert len(fast_pairs) == len(classic_pairs) == TRAIN_SIZE
 
     def key(pair):

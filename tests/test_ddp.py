@@ -41,7 +41,14 @@ class RankProbe(L.Callback):
 
 def _run(cfg_factory, out_dir: Path, *overrides: str) -> list[dict]:
     out_dir.mkdir(parents=True)
-    cfg = cfg_factory("model=cgan", "trainer.max_epochs=1", f"+trainer.limit_train_batches={BATCHES}", "+trainer.limit_val_batches=2", *overrides, output_dir=out_dir)
+    cfg = cfg_factory(
+        "model=cgan",
+        "trainer.max_epochs=1",
+        f"+trainer.limit_train_batches={BATCHES}",
+        "+trainer.limit_val_batches=2",
+        *overrides,
+        output_dir=out_dir,
+    )
     train(cfg, extra_callbacks=[RankProbe(out_dir)])
     return [torch.load(path, weights_only=True) for path in sorted(out_dir.glob("rank*.pt"))]
 
@@ -73,7 +80,9 @@ def test_ddp_on_two_cpu_processes_averages_gradients_and_writes_once(cfg_factory
 def test_a_diverged_ddp_run_ends_in_the_one_line_error_of_a_single_process(cfg_factory):
     # The spawned workers raise; torch hands the parent only their formatted traceback.
     with pytest.raises(NonFiniteLossError, match=r"^train/(d|g)_loss became (nan|inf|-inf) at batch \d+ \(epoch 0\): training diverged"):
-        train(cfg_factory("trainer=ddp_cpu", "model.lr=1e30", "trainer.max_epochs=1", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=1"))
+        train(
+            cfg_factory("trainer=ddp_cpu", "model.lr=1e30", "trainer.max_epochs=1", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=1")
+        )
 
 
 def test_multirun_with_a_relaunching_ddp_strategy_is_refused(cfg_factory):
@@ -86,7 +95,9 @@ def test_multirun_with_a_relaunching_ddp_strategy_is_refused(cfg_factory):
 
 def test_slurm_launcher_runs_one_task_per_device_and_allows_ddp_in_a_sweep():
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"], return_hydra_config=True)
+        cfg = compose(
+            "train", overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"], return_hydra_config=True
+        )
     launcher = cfg.hydra.launcher
     assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
     check_launch(cfg, multirun=True, launcher=launcher._target_)
@@ -101,10 +112,29 @@ def test_torchrun_launch_trains_two_processes_and_writes_once(tmp_path, data_roo
     """The cluster path (torchrun / srun start the processes; Lightning relaunches nothing)."""
     run_dir = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "src.train",
-         "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1", "trainer.log_every_n_steps=1",
-         f"paths.data_dir={data_root}", "data.sources=[local]", "data.batch_size=30", "model=cgan", f"hydra.run.dir={run_dir}"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "src.train",
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.max_epochs=1",
+            "trainer.log_every_n_steps=1",
+            f"paths.data_dir={data_root}",
+            "data.sources=[local]",
+            "data.batch_size=30",
+            "model=cgan",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Starting with 2 processes" in result.stdout + result.stderr

@@ -79,7 +79,17 @@ class HostReads(L.Callback):
 def test_d_step_moves_only_d_then_g_step_moves_only_g(cfg_factory, model):
     cfg = cfg_factory(f"model={model}", "trainer.max_epochs=1", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=0")
     recorder = StepRecorder()
-    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=3, limit_val_batches=0, callbacks=[recorder], logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=3,
+        limit_val_batches=0,
+        callbacks=[recorder],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(instantiate(cfg.model), datamodule=instantiate(cfg.data))
     # Per batch: one D step that changes D alone, then one G step that changes G alone.
     assert recorder.events == [("D", False, True), ("G", True, False)] * 3
@@ -89,12 +99,22 @@ def test_d_step_moves_only_d_then_g_step_moves_only_g(cfg_factory, model):
 def test_g_step_computes_no_gradient_for_d(cfg_factory):
     cfg = cfg_factory("model=gan")
     gan = instantiate(cfg.model)
-    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=1, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     seen = {}
 
     def grad_hook(name):
         def hook(grad):
             seen[name] = seen.get(name, 0) + 1
+
         return hook
 
     gan.discriminator.net[0].weight.register_hook(grad_hook("d_weight"))
@@ -149,17 +169,33 @@ def test_same_seed_same_result(cfg_factory, tmp_path):
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
 
 
-@pytest.mark.parametrize("overrides", [["model=gan"], ["model=cgan"], ["model=dcgan_cond", "model.loss=wgan_gp", "model.n_critic=2", "model.r1_gamma=1", "model.ema_decay=0.99"]])
+@pytest.mark.parametrize(
+    "overrides",
+    [["model=gan"], ["model=cgan"], ["model=dcgan_cond", "model.loss=wgan_gp", "model.n_critic=2", "model.r1_gamma=1", "model.ema_decay=0.99"]],
+)
 def test_training_step_reads_from_the_device_once_per_logging_step_and_never_otherwise(cfg_factory, monkeypatch, overrides):
     cfg = cfg_factory(*overrides)
     assert cfg.model.ema_decay is not None  # the EMA update is part of the step
     host_reads = HostReads(monkeypatch)
-    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=7, limit_val_batches=0, log_every_n_steps=3, callbacks=[host_reads], logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=7,
+        limit_val_batches=0,
+        log_every_n_steps=3,
+        callbacks=[host_reads],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(instantiate(cfg.model), datamodule=instantiate(cfg.data))
     assert host_reads.logging_batches == {2, 5}
     # The EMA update, the optimizer steps and the losses queue work without waiting for it; a
     # logging step copies all its values to the host at once (Lightning then reads host tensors).
-    assert {batch: reads for batch, reads in host_reads.per_batch.items() if batch not in host_reads.logging_batches} == {b: [] for b in (0, 1, 3, 4, 6)}
+    assert {batch: reads for batch, reads in host_reads.per_batch.items() if batch not in host_reads.logging_batches} == {
+        b: [] for b in (0, 1, 3, 4, 6)
+    }
     for batch in host_reads.logging_batches:
         reads = host_reads.per_batch[batch]
         assert reads[0] == "cpu" and reads.count("cpu") == 1, reads
@@ -182,7 +218,17 @@ def test_without_a_gpu_optimizer_steps_stop_looking_for_nvml(cfg_factory, monkey
 
     monkeypatch.setattr(torch.cuda, "_device_count_nvml", counted_probe)
     cfg = cfg_factory("model=gan")
-    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=4, limit_val_batches=0, callbacks=[Phase()], logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=4,
+        limit_val_batches=0,
+        callbacks=[Phase()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(instantiate(cfg.model), datamodule=instantiate(cfg.data))
     # Before training, NVML finds no GPU; the 8 optimizer steps that follow no longer ask it
     # (each step() checks whether a GPU is capturing a CUDA graph).

@@ -58,7 +58,9 @@ def test_generate_all_classes_of_a_cgan(checkpoints, tmp_path):
 
 def test_generate_one_label_is_reproducible_and_seed_dependent(checkpoints, tmp_path):
     def images(seed: int, name: str) -> np.ndarray:
-        _, npz = generate(command_cfg("generate", f"ckpt_path={checkpoints['cgan']}", "num_samples=8", "label=7", f"seed={seed}", f"output={tmp_path / name}"))
+        _, npz = generate(
+            command_cfg("generate", f"ckpt_path={checkpoints['cgan']}", "num_samples=8", "label=7", f"seed={seed}", f"output={tmp_path / name}")
+        )
         data = np.load(npz)
         assert (data["labels"] == 7).all()
         return data["images"]
@@ -80,7 +82,12 @@ def test_generate_beside_the_checkpoint_for_a_gan(checkpoints):
         ("cgan", ["label=10"], ConfigError, "label=10 is not one of this model's classes 0..9"),
         ("cgan", ["label=-1"], ConfigError, "label=-1 is not one of this model's classes 0..9"),
         ("cgan", ["labels=some"], ConfigError, "labels=some"),
-        ("cgan", ["labels=all", "num_samples=64"], ConfigError, r"num_samples=64: .* one grid row each \(labels=all, its default\), so num_samples must be a multiple of 10"),
+        (
+            "cgan",
+            ["labels=all", "num_samples=64"],
+            ConfigError,
+            r"num_samples=64: .* one grid row each \(labels=all, its default\), so num_samples must be a multiple of 10",
+        ),
         ("cgan", ["num_samples=64"], ConfigError, "num_samples must be a multiple of 10; or ask for one class with label=K"),
         ("gan", ["label=3"], ConfigError, "label=3: this model is unconditional"),
         ("gan", ["labels=all"], ConfigError, "labels=all: this model is unconditional"),
@@ -118,14 +125,20 @@ def test_evaluate_reproduces_the_figures_the_run_logged_for_those_weights(checkp
 
 
 def test_generate_writes_latent_walks(checkpoints, tmp_path):
-    png, npz = generate(command_cfg("generate", f"ckpt_path={checkpoints['gan']}", "interpolate=true", "rows=3", "steps=5", f"output={tmp_path / 'walk'}"))
+    png, npz = generate(
+        command_cfg("generate", f"ckpt_path={checkpoints['gan']}", "interpolate=true", "rows=3", "steps=5", f"output={tmp_path / 'walk'}")
+    )
     assert Image.open(png).size == (5 * 30 + 2, 3 * 30 + 2)
     walk = np.load(npz)
     assert walk["images"].shape == (15, 28, 28) and (walk["labels"] == -1).all()
     png, npz = generate(command_cfg("generate", f"ckpt_path={checkpoints['cgan']}", "interpolate=true", "steps=4"))
     assert png.name == "last_interp_r10_s4_all_seed0.png" and Image.open(png).size == (4 * 30 + 2, 10 * 30 + 2)
     assert np.load(npz)["labels"].tolist() == [c for c in range(10) for _ in range(4)]  # one walk, a row per class
-    _, npz = generate(command_cfg("generate", f"ckpt_path={checkpoints['cgan']}", "interpolate=true", "rows=2", "steps=3", "label=4", f"output={tmp_path / 'fours'}"))
+    _, npz = generate(
+        command_cfg(
+            "generate", f"ckpt_path={checkpoints['cgan']}", "interpolate=true", "rows=2", "steps=3", "label=4", f"output={tmp_path / 'fours'}"
+        )
+    )
     assert np.load(npz)["labels"].tolist() == [4] * 6
     with pytest.raises(ConfigError, match=r"steps must be at least 2 \(a walk has two ends\), got 1"):
         generate(command_cfg("generate", f"ckpt_path={checkpoints['gan']}", "interpolate=true", "steps=1"))

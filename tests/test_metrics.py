@@ -100,7 +100,10 @@ def test_an_altered_or_missing_pinned_classifier_is_one_line_that_says_how_to_re
     copy = _pinned_copy(tmp_path, monkeypatch)
     load_classifier("mnist")  # the copy itself is fine
     copy.write_bytes(copy.read_bytes() + b"tampered")
-    with pytest.raises(ClassifierError, match=r"^the pinned mnist classifier .* has been altered \(SHA-256 .*: restore it with `git checkout -- src/metrics/weights/`") as altered:
+    with pytest.raises(
+        ClassifierError,
+        match=r"^the pinned mnist classifier .* has been altered \(SHA-256 .*: restore it with `git checkout -- src/metrics/weights/`",
+    ) as altered:
         load_classifier("mnist")
     copy.unlink()
     with pytest.raises(ClassifierError, match=r"^the pinned mnist classifier .* is missing: restore it with `git checkout") as missing:
@@ -160,7 +163,14 @@ def test_non_finite_samples_are_refused_with_one_line(features_net):
 def test_the_figures_do_not_depend_on_the_number_of_threads():
     classifier, _ = load_classifier("fashion_mnist")
     real, labels = structured_images(600, seed=0), torch.arange(600) % 10
-    fake = structured_images(600, seed=3).float().div(127.5).sub(1).add(0.3 * torch.rand(600, 1, 28, 28, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    fake = (
+        structured_images(600, seed=3)
+        .float()
+        .div(127.5)
+        .sub(1)
+        .add(0.3 * torch.rand(600, 1, 28, 28, generator=torch.Generator().manual_seed(0)))
+        .clamp(-1, 1)
+    )
     threads = torch.get_num_threads()
     try:
         figures = []

@@ -26,8 +26,13 @@ def test_src_uses_no_private_lightning_or_hydra_api():
 
 
 def test_the_pattern_catches_what_it_is_for():
-    for line in ("trainer._logger_connector.should_update_logs", "x = trainer.fit_loop.epoch_loop._batches_that_stepped",
-                 "from hydra._internal.utils import _locate", "callback._save_last_checkpoint(trainer)", "job_return._return_value"):
+    for line in (
+        "trainer._logger_connector.should_update_logs",
+        "x = trainer.fit_loop.epoch_loop._batches_that_stepped",
+        "from hydra._internal.utils import _locate",
+        "callback._save_last_checkpoint(trainer)",
+        "job_return._return_value",
+    ):
         assert PRIVATE.search(line), line
     for line in ("torch._foreach_mul_(params, decay)", "self._sigint_pending = True", "trainer.save_checkpoint(path)"):
         assert not PRIVATE.search(line), line

@@ -40,8 +40,17 @@ def test_quality_metrics_are_logged_and_rank_the_best_checkpoint(cfg_factory, tm
 def test_quality_every_n_epochs_and_after_the_last(cfg_factory, monkeypatch):
     epochs = []
     real_score = SampleQuality.score
-    monkeypatch.setattr(SampleQuality, "score", lambda self, trainer, module: epochs.append(trainer.current_epoch) or real_score(self, trainer, module))
-    train(cfg_factory("trainer.max_epochs=3", "+trainer.limit_train_batches=1", "callbacks.sample_quality.num_samples=50", "callbacks.sample_quality.every_n_epochs=2"))
+    monkeypatch.setattr(
+        SampleQuality, "score", lambda self, trainer, module: epochs.append(trainer.current_epoch) or real_score(self, trainer, module)
+    )
+    train(
+        cfg_factory(
+            "trainer.max_epochs=3",
+            "+trainer.limit_train_batches=1",
+            "callbacks.sample_quality.num_samples=50",
+            "callbacks.sample_quality.every_n_epochs=2",
+        )
+    )
     assert epochs == [1, 2]  # the second epoch, then the last
 
 

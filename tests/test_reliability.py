@@ -151,7 +151,10 @@ def test_load_model_refuses_a_bad_checkpoint_in_one_line(tmp_path, gan_ckpt, cas
     [
         (OSError(errno.ENOSPC, "No space left on device"), r"^no space left on device writing .*last\.ckpt; the previous checkpoint is intact$"),
         # torch's zip writer reports a full disk so, and its cleanup then fails with "unexpected pos".
-        (RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file data/0: file write failed"), r"^no space left on device writing "),
+        (
+            RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file data/0: file write failed"),
+            r"^no space left on device writing ",
+        ),
         (OSError(errno.EIO, "Input/output error"), r"^could not write .*last\.ckpt \(Input/output error\); the previous checkpoint is intact$"),
         (KeyboardInterrupt(), None),
     ],
@@ -253,7 +256,10 @@ class _PoisonThenInterrupt(L.Callback):
 def test_an_interruption_does_not_save_weights_that_have_diverged(cfg_factory, tmp_path):
     sigint_handler = signal.getsignal(signal.SIGINT)
     try:
-        with pytest.raises(TrainingInterrupted, match=r"in epoch 1 after 1 batches; not saved: the weights of D had become non-finite \(the last end-of-epoch checkpoint stays\)$"):
+        with pytest.raises(
+            TrainingInterrupted,
+            match=r"in epoch 1 after 1 batches; not saved: the weights of D had become non-finite \(the last end-of-epoch checkpoint stays\)$",
+        ):
             train(cfg_factory("trainer.max_epochs=2", "trainer.log_every_n_steps=3", *EPOCH), extra_callbacks=[_PoisonThenInterrupt()])
     finally:
         signal.signal(signal.SIGINT, sigint_handler)
@@ -344,7 +350,10 @@ def test_a_read_only_output_folder_is_refused_first(cfg_factory, tmp_path):
     [
         ("missing", r"^checkpoint .*nothing\.ckpt not found$"),
         ("truncated", r"^.*truncated\.ckpt is truncated or corrupt \(.*\)$"),
-        ("cgan", r"^.*last\.ckpt is from another model: model\.generator\.activation is 'relu' there, 'leaky_relu' here \(and \d+ more\); use the model overrides of the run that wrote it$"),
+        (
+            "cgan",
+            r"^.*last\.ckpt is from another model: model\.generator\.activation is 'relu' there, 'leaky_relu' here \(and \d+ more\); use the model overrides of the run that wrote it$",
+        ),
         ("activation", r"^.*last\.ckpt is from another model: model\.generator\.activation is 'relu' there, 'leaky_relu' here"),
     ],
 )
@@ -480,7 +489,10 @@ def test_a_killed_run_keeps_its_last_end_of_epoch_checkpoint(tmp_path, data_root
         ("unwritable", "is not writable (Not a directory)"),
         ("unwritable_named_by_model", "is not writable (Not a directory)"),
         ("missing_ckpt", "nothing.ckpt not found"),
-        ("+trainer.foo=1", "error: trainer (lightning.pytorch.Trainer) refuses its settings: Trainer.__init__() got an unexpected keyword argument 'foo'"),
+        (
+            "+trainer.foo=1",
+            "error: trainer (lightning.pytorch.Trainer) refuses its settings: Trainer.__init__() got an unexpected keyword argument 'foo'",
+        ),
         ("trainer.devices=3", "error: trainer.devices=3 needs the project's DDP strategy"),
         ("model.optimizer._target_=torch.optim.SGD", "error: model.optimizer (torch.optim.SGD) refuses its arguments"),
         # Hydra's own errors, condensed to one line by src.errors.run_entry_point:

@@ -46,7 +46,7 @@ def test_resume_gives_the_same_weights_and_metrics_as_one_go(cfg_factory, tmp_pa
         assert expected["state_dict"]["generator_ema.n_averaged"] == 4
     for name, value in expected["state_dict"].items():
         assert torch.equal(value, actual["state_dict"][name]), name
-    for (exp_opt, act_opt) in zip(expected["optimizer_states"], actual["optimizer_states"], strict=True):
+    for exp_opt, act_opt in zip(expected["optimizer_states"], actual["optimizer_states"], strict=True):
         for key, state in exp_opt["state"].items():
             assert torch.equal(state["exp_avg"], act_opt["state"][key]["exp_avg"])
     # The third epoch logged the same values in both runs.
@@ -66,7 +66,10 @@ def test_nonfinite_loss_stops_with_the_batch_and_loss_named(cfg_factory):
 def test_checkpoint_callbacks_keep_distinct_state_keys_formatted_once():
     # A checkpoint stores each callback's state under its state_key; resuming finds it there.
     last, best = RunCheckpoint(filename="last"), RunCheckpoint(filename="best", monitor="val/fid", mode="min", every_n_epochs=2)
-    assert best.state_key == "RunCheckpoint{'monitor': 'val/fid', 'mode': 'min', 'every_n_train_steps': 0, 'every_n_epochs': 2, 'train_time_interval': None}"
+    assert (
+        best.state_key
+        == "RunCheckpoint{'monitor': 'val/fid', 'mode': 'min', 'every_n_train_steps': 0, 'every_n_epochs': 2, 'train_time_interval': None}"
+    )
     assert last.state_key != best.state_key
     assert best.state_key is best.state_key
 

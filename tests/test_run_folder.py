@@ -28,7 +28,10 @@ def _snapshot(folder: Path) -> dict[Path, int]:
 def test_a_fresh_run_into_a_folder_holding_a_run_is_refused_and_overwrite_starts_over(cfg_factory, tmp_path):
     train(cfg_factory(*ONE_EPOCH))
     before = _snapshot(tmp_path)
-    with pytest.raises(ConfigError, match=r"already holds a run \(checkpoints/.*\.ckpt\): resume it with ckpt_path=last, or start over in another folder .* or here with overwrite=true"):
+    with pytest.raises(
+        ConfigError,
+        match=r"already holds a run \(checkpoints/.*\.ckpt\): resume it with ckpt_path=last, or start over in another folder .* or here with overwrite=true",
+    ):
         train(cfg_factory(*ONE_EPOCH))
     assert _snapshot(tmp_path) == before  # nothing written, nothing replaced
     train(cfg_factory(*ONE_EPOCH, "trainer.max_epochs=2", "ckpt_path=last"))  # resuming it is fine
@@ -45,7 +48,10 @@ def test_a_run_into_a_folder_another_run_is_using_is_refused_with_a_line_naming_
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(ConfigError, match=rf"^another run is using {tmp_path.resolve()} \(pid {holder.pid} on .*, started .*\): wait for it to end, or choose another folder"):
+        with pytest.raises(
+            ConfigError,
+            match=rf"^another run is using {tmp_path.resolve()} \(pid {holder.pid} on .*, started .*\): wait for it to end, or choose another folder",
+        ):
             train(cfg_factory(*ONE_EPOCH))
         assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "tensorboard").exists()
     finally:

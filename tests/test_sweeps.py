@@ -26,12 +26,25 @@ TINY_RUN = [
 def fake_job(sweep_dir: Path, num: int, value: float, status: str = "completed") -> None:
     job_dir = sweep_dir / f"{num}_model.lr={num}e-4"
     job_dir.mkdir(parents=True)
-    record = {"job": num, "status": status, "value": value, "overrides": [f"model.lr={num}e-4"], "metrics": {"val/fid": value, "val/kid": 0.5}, "dir": job_dir.name}
+    record = {
+        "job": num,
+        "status": status,
+        "value": value,
+        "overrides": [f"model.lr={num}e-4"],
+        "metrics": {"val/fid": value, "val/kid": 0.5},
+        "dir": job_dir.name,
+    }
     (job_dir / JOB_RESULT).write_text(json.dumps(record))
 
 
 def test_summary_ranks_best_first_and_diverged_or_failed_jobs_last(tmp_path):
-    for num, value, status in [(0, 30.0, "completed"), (1, math.nan, "completed"), (2, 12.5, "completed"), (3, math.nan, "failed"), (4, 20.0, "completed")]:
+    for num, value, status in [
+        (0, 30.0, "completed"),
+        (1, math.nan, "completed"),
+        (2, 12.5, "completed"),
+        (3, math.nan, "failed"),
+        (4, 20.0, "completed"),
+    ]:
         fake_job(tmp_path, num, value, status)
     ranked = write_summary(tmp_path, "val/fid", "minimize")
     assert [row["job"] for row in ranked] == [2, 4, 0, 1, 3]
@@ -56,13 +69,23 @@ def test_multirun_goes_on_past_a_diverged_and_a_failed_job_and_ranks_them_last_w
     sweep_dir = tmp_path / "sweep"
     # lr=1e30 diverges within the first batches, lr=abc is a user's error: each of those jobs
     # fails alone (NaN to the sweeper, a row that says why) and the sweep goes on.
-    result = run_cli("--multirun", "model.lr=1e-4,1e30,abc,5e-4", f"paths.data_dir={data_root}", f"hydra.sweep.dir={sweep_dir}", "trainer.log_every_n_steps=1", *TINY_RUN)
+    result = run_cli(
+        "--multirun",
+        "model.lr=1e-4,1e30,abc,5e-4",
+        f"paths.data_dir={data_root}",
+        f"hydra.sweep.dir={sweep_dir}",
+        "trainer.log_every_n_steps=1",
+        *TINY_RUN,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     with open(sweep_dir / "summary.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4
-    assert [(row["overrides"], row["status"], row["value"]) for row in rows[2:]] == [("model.lr=1e+30", "diverged", "nan"), ("model.lr=abc", "failed", "nan")]
+    assert [(row["overrides"], row["status"], row["value"]) for row in rows[2:]] == [
+        ("model.lr=1e+30", "diverged", "nan"),
+        ("model.lr=abc", "failed", "nan"),
+    ]
     assert "became nan" in rows[2]["error"] or "became inf" in rows[2]["error"]
     assert rows[3]["error"] == "model.lr must be a positive number, got abc"
     assert [row["error"] for row in rows[:2]] == ["", ""] and [row["status"] for row in rows[:2]] == ["completed", "completed"]

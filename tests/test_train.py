@@ -81,7 +81,11 @@ def _hparams_plugin(folder: Path) -> dict:
 
 @pytest.mark.parametrize("model", MODELS)
 def test_the_hparams_tab_gets_the_runs_hyperparameters_with_its_final_figures(cfg_factory, tmp_path, model):
-    train(cfg_factory(f"model={model}", "model.lr_d=3e-4", "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "callbacks.sample_quality.num_samples=50"))
+    train(
+        cfg_factory(
+            f"model={model}", "model.lr_d=3e-4", "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "callbacks.sample_quality.num_samples=50"
+        )
+    )
     plugin = _hparams_plugin(tmp_path / "tensorboard")
     hparams = plugin["hparams"]
     assert hparams["model.lr_d"] == pytest.approx(3e-4) and hparams["model.lr_g"] == hparams["model.lr"]

@@ -18,7 +18,9 @@ from src.train import train
 from tests.test_gan_step import HostReads, StepRecorder
 
 EXPERIMENTS = sorted(path.stem for path in (Path(__file__).resolve().parents[1] / "conf" / "experiment").glob("dcgan*.yaml"))
-TRAINER = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+TRAINER = dict(
+    accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0
+)
 
 
 @pytest.mark.parametrize("num_classes", [None, 10])

@@ -33,9 +33,13 @@ class SampleQuality(L.Callback):
     rank's ``ModelCheckpoint`` compares) the same values, independent of the number of ranks.
     """
 
-    def __init__(self, num_samples: int = 10_000, every_n_epochs: int = 1, batch_size: int = 1000, seed: int = 0, classifier: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self, num_samples: int = 10_000, every_n_epochs: int = 1, batch_size: int = 1000, seed: int = 0, classifier: str | os.PathLike | None = None
+    ) -> None:
         if int(num_samples) < MIN_SAMPLES:
-            raise ConfigError(f"callbacks.sample_quality.num_samples must be at least {MIN_SAMPLES} (the k-NN metrics need more than 5 images), got {num_samples}")
+            raise ConfigError(
+                f"callbacks.sample_quality.num_samples must be at least {MIN_SAMPLES} (the k-NN metrics need more than 5 images), got {num_samples}"
+            )
         self.num_samples = int(num_samples)
         self.every_n_epochs = int(every_n_epochs)
         self.batch_size = int(batch_size)
@@ -58,7 +62,9 @@ class SampleQuality(L.Callback):
                     f"callbacks.sample_quality.num_samples={self.num_samples} leaves fewer than 2 images of some class for the intra-class FID: "
                     f"use at least {2 * pl_module.num_classes} (and a test split with 2 of every class among them)"
                 )
-        self.metrics = QualityMetrics(classifier, real_images, real_labels if pl_module.num_classes else None, batch_size=self.batch_size, seed=self.seed)
+        self.metrics = QualityMetrics(
+            classifier, real_images, real_labels if pl_module.num_classes else None, batch_size=self.batch_size, seed=self.seed
+        )
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if trainer.is_global_zero:  # only rank zero scores

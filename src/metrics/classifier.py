@@ -189,7 +189,9 @@ def read_classifier(path: Path, name: str) -> tuple[DomainClassifier, dict]:
     except FileNotFoundError:
         raise ClassifierError(f"classifier file {path} does not exist") from None
     except Exception as err:  # truncated, not a classifier file, other shapes, ...
-        raise ClassifierError(f"{path} is not a readable classifier file ({type(err).__name__}): train one with `python -m src.metrics.classifier train {name} --output PATH`") from None
+        raise ClassifierError(
+            f"{path} is not a readable classifier file ({type(err).__name__}): train one with `python -m src.metrics.classifier train {name} --output PATH`"
+        ) from None
     if saved.get("data") != name:
         raise ClassifierError(f"{path} is the classifier of {saved.get('data')}, not of {name}")
     info = {key: saved[key] for key in ("data", "recipe", "test_accuracy")}
@@ -211,7 +213,9 @@ def load_classifier(name: str, path: str | os.PathLike | None = None) -> tuple[D
         raise ClassifierError(f"the pinned {name} classifier {weights} is missing: {restore}")
     digest = file_sha256(weights)
     if digest != PINNED_SHA256[name]:
-        raise ClassifierError(f"the pinned {name} classifier {weights} has been altered (SHA-256 {digest[:12]}..., pinned {PINNED_SHA256[name][:12]}...): {restore}")
+        raise ClassifierError(
+            f"the pinned {name} classifier {weights} has been altered (SHA-256 {digest[:12]}..., pinned {PINNED_SHA256[name][:12]}...): {restore}"
+        )
     model, info = read_classifier(weights, name)
     return model, info | {"classifier": "pinned", "sha256": digest}
 
@@ -239,7 +243,13 @@ def check(name: str, root: str | os.PathLike, path: str | os.PathLike | None = N
     """The ``check`` command: load (and verify) a classifier and measure its test accuracy on ``root``'s data."""
     model, info = load_classifier(name, path)
     test_x, test_y = load_split(name, root, train=False)
-    return {"data": name, "classifier": info["classifier"], "sha256": info["sha256"], "recorded_test_accuracy": info["test_accuracy"], "test_accuracy": measure_accuracy(model, test_x, test_y)}
+    return {
+        "data": name,
+        "classifier": info["classifier"],
+        "sha256": info["sha256"],
+        "recorded_test_accuracy": info["test_accuracy"],
+        "test_accuracy": measure_accuracy(model, test_x, test_y),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -267,7 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ConfigError(f"NAME {args.name!r} is not one of {', '.join(DATASETS)}")
             recipe = Recipe(feature_dim=args.feature_dim, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
             result = train_to(args.name, args.root, Path(args.output), recipe, args.force)
-            print(f"{result['data']}: test accuracy {result['test_accuracy']:.4f} after {result['train_seconds']:.0f} s, wrote {result['output']} (SHA-256 {result['sha256']})")
+            print(
+                f"{result['data']}: test accuracy {result['test_accuracy']:.4f} after {result['train_seconds']:.0f} s, wrote {result['output']} (SHA-256 {result['sha256']})"
+            )
             return 0
         names = getattr(args, "names", None) or list(DATASETS)
         unknown = [n for n in names if n not in DATASETS]
@@ -278,7 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError("--weights checks one classifier file: name its data set, e.g. `check mnist --weights PATH`")
         for name in names:
             result = check(name, getattr(args, "root", "data"), weights)
-            print(f"{name}: {result['classifier']} classifier, SHA-256 {result['sha256'][:12]}... verified, test accuracy {result['test_accuracy']:.4f} (recorded {result['recorded_test_accuracy']:.4f})")
+            print(
+                f"{name}: {result['classifier']} classifier, SHA-256 {result['sha256'][:12]}... verified, test accuracy {result['test_accuracy']:.4f} (recorded {result['recorded_test_accuracy']:.4f})"
+            )
     return 0
 
 

@@ -112,7 +112,13 @@ class QualityMetrics:
         with warnings.catch_warnings():
             # "will save all extracted features in buffer": 10,000 x 128 floats here, 5 MB.
             warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer", category=UserWarning)
-            self.kid = KernelInceptionDistance(feature=feature, subsets=kid_subsets, subset_size=min(kid_subset_size, self.num_real), reset_real_features=False, sync_on_compute=False)
+            self.kid = KernelInceptionDistance(
+                feature=feature,
+                subsets=kid_subsets,
+                subset_size=min(kid_subset_size, self.num_real),
+                reset_real_features=False,
+                sync_on_compute=False,
+            )
         self.fid.update(real_features, real=True)
         self.kid.update(real_features, real=True)
         self.manifold = RealManifold(real_features)
@@ -212,7 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(f"--num-samples must be at least 20 (two images of every class), got {args.num_samples}")
         for name in names:
             figures = real_vs_real(name, args.root, args.num_samples, args.classifier)
-            print(json.dumps({"data": name, "num_samples": args.num_samples} | {k: round(v, 4) if math.isfinite(v) else v for k, v in figures.items()}))
+            print(
+                json.dumps({"data": name, "num_samples": args.num_samples} | {k: round(v, 4) if math.isfinite(v) else v for k, v in figures.items()})
+            )
     return 0
 
 

@@ -8,7 +8,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install data classifiers train test test-fast bench tb sweep search clean
+.PHONY: help install data classifiers train test test-fast lint format bench tb sweep search clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,6 +34,14 @@ test: install ## Run the whole test suite (the slow end-to-end tests included)
 
 test-fast: install ## Run the tests not marked slow
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: install ## Lint and check the formatting (ruff), as CI does
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install ## Format the tree and fix what ruff can (then review the diff)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 bench: data ## Images/s side by side: seed loops vs a plain PyTorch loop vs the project (see BENCHMARKS.md)
 	$(PY) bench/bench.py --data-dir $(DATA_DIR) $(ARGS)

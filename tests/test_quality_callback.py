@@ -7,6 +7,7 @@ import json
 import lightning as L
 import pytest
 import torch
+from hydra.utils import instantiate
 
 from src.metrics import classifier
 from src.metrics.callback import SampleQuality
@@ -97,3 +98,20 @@ def test_seed_experiments_reproduce_the_seeds_recipe(cfg_factory):
     cgan = cfg_factory("model=cgan")
     assert list(cgan.model.optimizer.betas) == [0.5, 0.999] and cgan.model.lr == 5e-4 and cgan.trainer.max_epochs == 20
     assert list(cgan.model.generator.hidden_dims) == list(seed_cgan.model.generator.hidden_dims)
+
+
+def test_the_second_seeds_gan_is_a_preset_and_its_recipe_an_experiment(cfg_factory):
+    """seed 003: G 100->128->256->512->784 (ReLU, Tanh), D 784->512->256->1 (ReLU), BCE, Adam lr 2e-4, batch 128."""
+    seed = cfg_factory("experiment=seed_gan_mnist")
+    assert seed.data.name == "mnist" and seed.trainer.max_epochs == 100  # (batch 128 too: the test fixture overrides it)
+    assert list(seed.model.optimizer.betas) == [0.9, 0.999] and seed.model.lr == 2e-4 and seed.model.ema_decay is None
+    assert seed.model.loss == "bce"
+    model = instantiate(seed.model)
+    linears = lambda net: [(m.in_features, m.out_features) for m in net.modules() if isinstance(m, torch.nn.Linear)]  # noqa: E731
+    assert linears(model.generator) == [(100, 128), (128, 256), (256, 512), (512, 784)]
+    assert linears(model.discriminator) == [(784, 512), (512, 256), (256, 1)]
+    activations = lambda net: {type(m).__name__ for m in net.modules() if isinstance(m, (torch.nn.ReLU, torch.nn.LeakyReLU, torch.nn.Tanh))}  # noqa: E731
+    assert activations(model.generator) == {"ReLU", "Tanh"} and activations(model.discriminator) == {"ReLU"}
+    preset = cfg_factory("model=gan_mnist")  # the same nets with the project's training recipe
+    assert list(preset.model.optimizer.betas) == [0.5, 0.999] and preset.model.ema_decay == 0.999
+    assert preset.model.generator == seed.model.generator and preset.model.discriminator == seed.model.discriminator

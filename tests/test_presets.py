@@ -1,0 +1,36 @@
+"""The model presets as a training recipe plus a generator and a discriminator (conf/model/{generator,discriminator}/)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from tests.conftest import CONF_DIR
+
+# Every preset's resolved model, data and trainer config as composed before the nets became
+# config groups (a snapshot of that commit's `conf/`): the regrouping changed no value.
+BEFORE = json.loads((Path(__file__).parent / "data" / "presets_before_net_groups.json").read_text())
+
+
+def _resolved(override: str) -> dict:
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[override, "paths.output_dir=/out"])
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    plain.pop("hydra", None)
+    cfg = OmegaConf.create(plain)
+    return {key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "data", "trainer")}
+
+
+@pytest.mark.parametrize("override", sorted(BEFORE))
+def test_every_preset_composes_to_the_same_values_as_before_the_net_groups(override):
+    assert _resolved(override) == BEFORE[override]
+
+
+def test_a_net_can_be_swapped_from_the_command_line():
+    swapped = _resolved("model/discriminator=dcgan")
+    assert swapped["model"]["discriminator"]["_target_"] == "src.models.DCGANDiscriminator"
+    assert swapped["model"]["generator"]["_target_"] == "src.models.MLPGenerator"

@@ -5,7 +5,7 @@
     make bench
 
 For each preset (`gan`, `cgan`) it measures images/s of
-  seed       the seed tutorial's loop exactly as written (shared/seeds/000): torchvision
+  seed       the seed tutorial's loop exactly as written (seed 000, docs/seeds.md): torchvision
              dataset + per-sample ToTensor/Normalize + DataLoader, G run twice for the cGAN;
   plain      the project's training step (same models, optimizer, data path) in a bare loop:
              the framework-free floor;
@@ -74,7 +74,7 @@ def _compose(preset: str, data_dir: str, overrides: list[str]):
         return compose("train", overrides=[f"model={preset}", f"paths.data_dir={data_dir}", "paths.output_dir=/tmp/bench-run", *overrides])
 
 
-# --- (a) the seed loops, as written in shared/seeds/000 ------------------------------------
+# --- (a) the seed loops, as written in seed 000, docs/seeds.md ------------------------------------
 
 
 def seed_gan_models():

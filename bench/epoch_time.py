@@ -2,7 +2,7 @@
 
     python bench/epoch_time.py trainer.max_epochs=3                        # default gan, Fashion-MNIST
     python bench/epoch_time.py model=cgan data=mnist trainer=gpu trainer.max_epochs=3
-    python bench/epoch_time.py trainer=gpu model.compile_mode=default trainer.max_epochs=3
+    python bench/epoch_time.py trainer=gpu model.torch_compile=true trainer.max_epochs=3
 
 Arguments are Hydra overrides of `conf/train.yaml`. Per epoch it prints the training time (all
 batches, device synchronized) and the time of the validation that follows (D's validation

@@ -32,7 +32,6 @@ class TrainingInterrupted(RuntimeError):
 
     def __init__(self, message: str, signal_name: str) -> None:
         super().__init__(message)
-        self.signal_name = signal_name
         # The shell's convention for a process stopped by a signal: 128 + its number.
         self.exit_code = 130 if signal_name == "SIGINT" else 143
 
@@ -47,11 +46,18 @@ def user_error(err: BaseException) -> UserError | None:
 
 
 @contextmanager
-def user_errors() -> Iterator[None]:
-    """The error boundary of a command: a user's error ends it with one ``error:`` line and exit status 1;
-    anything else (a bug) keeps its traceback."""
+def user_errors(command: str | None = None) -> Iterator[None]:
+    """The error boundary of every command (``src.generate``, ``src.evaluate``, the classifier and
+    quality commands; ``src.train``'s ``main`` decides with the same ``user_error``): a user's
+    error ends it with one ``error:`` line and exit status 1; anything else (a bug) keeps its
+    traceback. ``command``: the module, for the line that asks for a missing ``ckpt_path``."""
     try:
         yield
+    except MissingMandatoryValue:
+        if command is None:
+            raise
+        print(f"error: give the checkpoint: python -m {command} ckpt_path=outputs/runs/<run>/checkpoints/best.ckpt", file=sys.stderr)
+        raise SystemExit(1) from None
     except Exception as err:
         if (shown := user_error(err)) is None:
             raise
@@ -114,19 +120,3 @@ def run_entry_point(main: Callable[[], Any]) -> None:
         raise
     finally:
         release_stderr()
-
-
-@contextmanager
-def checkpoint_command_errors(command: str) -> Iterator[None]:
-    """For the commands that read a checkpoint (``src.generate``, ``src.evaluate``): a missing
-    ``ckpt_path`` or a bad checkpoint or value ends the command with one ``error:`` line, exit 1."""
-    try:
-        yield
-    except MissingMandatoryValue:
-        print(f"error: give the checkpoint: python -m {command} ckpt_path=outputs/runs/<run>/checkpoints/best.ckpt", file=sys.stderr)
-        raise SystemExit(1) from None
-    except Exception as err:  # a user's error (CheckpointError, ConfigError, ...): one line; a bug: its traceback
-        if (shown := user_error(err)) is None:
-            raise
-        print(f"error: {shown}", file=sys.stderr)
-        raise SystemExit(1) from None

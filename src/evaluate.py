@@ -21,7 +21,7 @@ from src.checkpoint import load_model
 from src.checks import COMMAND_NUMBERS, check_numbers, check_output_file
 from src.data.provision import DATASETS, raw_folder
 from src.devices import cpu_threads
-from src.errors import ConfigError, checkpoint_command_errors, release_stderr, run_entry_point
+from src.errors import ConfigError, release_stderr, run_entry_point, user_errors
 from src.metrics.callback import MIN_SAMPLES
 from src.metrics.classifier import load_classifier, load_split
 from src.metrics.quality import QualityMetrics, fixed_inputs, generate
@@ -96,7 +96,7 @@ def evaluate(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     release_stderr()
-    with checkpoint_command_errors("src.evaluate"), cpu_threads(cfg.get("threads")):
+    with user_errors("src.evaluate"), cpu_threads(cfg.get("threads")):
         result = evaluate(cfg)
     text = json.dumps(result, indent=2)
     output_path(cfg).write_text(text + "\n")

@@ -24,7 +24,7 @@ from torchvision.utils import make_grid, save_image
 from src.checkpoint import load_model
 from src.checks import COMMAND_NUMBERS, check_numbers, check_output_file
 from src.devices import cpu_threads
-from src.errors import ConfigError, checkpoint_command_errors, release_stderr, run_entry_point
+from src.errors import ConfigError, release_stderr, run_entry_point, user_errors
 from src.interpolation import latent_walk
 from src.metrics.quality import generate
 
@@ -114,7 +114,7 @@ def write(cfg: DictConfig, images: torch.Tensor, labels: torch.Tensor | None, nr
 @hydra.main(version_base="1.3", config_path="../conf", config_name="generate")
 def main(cfg: DictConfig) -> None:
     release_stderr()
-    with checkpoint_command_errors("src.generate"), cpu_threads(cfg.get("threads")):
+    with user_errors("src.generate"), cpu_threads(cfg.get("threads")):
         png, npz = run(cfg)
     print(f"wrote {png} and {npz}")
 

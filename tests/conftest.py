@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -74,8 +75,43 @@ def cfg_factory(tmp_path, data_root):
     return factory
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    """``python -m src.train ARGS`` from the repository root, as a user runs it; output captured."""
+REPO = Path(__file__).resolve().parents[1]
+_STARTED: list[subprocess.Popen] = []
+
+
+def start_module(module: str, *args: str, **popen) -> subprocess.Popen:
+    """``python -m MODULE ARGS`` from the repository root, as a user starts it (the one runner of the CLI tests)."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore::FutureWarning"}
-    repo = Path(__file__).resolve().parents[1]
-    return subprocess.run([sys.executable, "-m", "src.train", *args], cwd=repo, capture_output=True, text=True, timeout=900, env=env)
+    # Tests started in the background (`cmd &` in a script, nohup) inherit SIGINT ignored, and an
+    # ignored signal stays ignored across exec: the Ctrl-C test's run would never see its signal
+    # and train on. A handler, unlike SIG_IGN, is reset to the default on exec.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, env=env, text=True, **popen)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    _STARTED.append(process)
+    return process
+
+
+def run_module(module: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """``start_module`` to the end, its output captured."""
+    process = start_module(module, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stdout, stderr = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """``python -m src.train ARGS``, output captured."""
+    return run_module("src.train", *args)
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_processes():
+    """A test that fails while its run trains on (1000 epochs) must not leave it eating the CPU."""
+    yield
+    while _STARTED:
+        process = _STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import make_cfg, write_tiny_dataset
+from test_generate_evaluate import checkpoints, command_cfg  # noqa: F401 -- the fixture
 
 from src.checkpoint import CheckpointError
 from src.data.idx import IdxFormatError, write_idx
@@ -20,8 +22,6 @@ from src.errors import ConfigError, user_error
 from src.evaluate import evaluate
 from src.generate import run as generate
 from src.train import train
-from tests.conftest import make_cfg, write_tiny_dataset
-from tests.test_generate_evaluate import checkpoints, command_cfg  # noqa: F401 -- the fixture
 
 REPO = Path(__file__).resolve().parents[1]
 ONE_EPOCH = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1"]

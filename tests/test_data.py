@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import shutil
 
+import lightning as L
 import pytest
 import torch
+from conftest import TEST_SIZE, TRAIN_SIZE, write_tiny_dataset
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader
@@ -16,7 +18,6 @@ from src.data.idx import IdxFormatError
 from src.data.loaders import EpochSampler
 from src.data.provision import RAW_FILES, DataUnavailableError, provision, raw_folder
 from src.train import train
-from tests.conftest import TEST_SIZE, TRAIN_SIZE, write_tiny_dataset
 
 
 def _setup(datamodule: MNISTDataModule) -> MNISTDataModule:
@@ -103,8 +104,27 @@ def test_bad_loader_and_batch_size_are_rejected(cfg_factory):
 
 
 def test_classic_loader_trains(cfg_factory):
-    metrics = train(cfg_factory("data.loader=classic", "+trainer.fast_dev_run=true"))
-    assert metrics["train/d_loss"] > 0
+    """The textbook path (torchvision Dataset, per-sample transforms, DataLoader) feeds the same
+    step: every batch of the epoch is trained on, the images in [-1, 1], and both nets move."""
+
+    class Probe(L.Callback):
+        def on_fit_start(self, trainer, pl_module):
+            self.before = {name: p.detach().clone() for name, p in pl_module.named_parameters()}
+            self.batches, self.ranges = 0, []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.batches += 1
+            self.ranges.append((float(batch[0].min()), float(batch[0].max())))
+
+        def on_fit_end(self, trainer, pl_module):
+            self.moved = {name.split(".")[0] for name, p in pl_module.named_parameters() if not torch.equal(p, self.before[name])}
+
+    probe = Probe()
+    metrics = train(cfg_factory("data.loader=classic", "trainer.max_epochs=1", "+trainer.limit_val_batches=1"), extra_callbacks=[probe])
+    assert probe.batches == -(-TRAIN_SIZE // 32)  # the tiny training split in batches of 32, the last one partial
+    assert all(-1.0 <= low < high <= 1.0 for low, high in probe.ranges)
+    assert {"generator", "discriminator"} <= probe.moved
+    assert 0.0 < metrics["train/d_real"] < 1.0 and torch.isfinite(torch.tensor(metrics["train/g_loss"]))
 
 
 def test_local_copy_from_another_root(tmp_path, data_root):

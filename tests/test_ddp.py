@@ -9,12 +9,12 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import CONF_DIR
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
 from src.errors import ConfigError, NonFiniteLossError
 from src.train import check_launch, train
-from tests.conftest import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import CONF_DIR, make_cfg, run_module
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 from PIL import Image
@@ -21,7 +19,6 @@ from src.evaluate import evaluate
 from src.generate import run as generate
 from src.metrics.quality import METRIC_NAMES
 from src.train import train
-from tests.conftest import CONF_DIR, make_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -151,11 +148,6 @@ def test_evaluate_needs_to_know_the_data_of_a_moved_checkpoint(checkpoints, tmp_
     moved.write_bytes(checkpoints["gan"].read_bytes())
     with pytest.raises(ConfigError, match="add dataset=mnist or dataset=fashion_mnist"):
         evaluate(command_cfg("evaluate", f"ckpt_path={moved}"))
-
-
-def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore::FutureWarning"}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
 
 
 @pytest.mark.slow

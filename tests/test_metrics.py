@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_tiny_dataset
 
 from src.metrics import classifier as clf
 from src.metrics.classifier import ClassifierError, DomainClassifier, Recipe, load_classifier, pinned_path
 from src.metrics.quality import NonFiniteSamplesError, QualityMetrics, class_metrics
-from tests.conftest import write_tiny_dataset
 
 TINY = Recipe(channels=(4, 8), feature_dim=16, epochs=1, batch_size=64)
 

@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import CONF_DIR
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-
-from tests.conftest import CONF_DIR
 
 # Every preset's resolved model, data and trainer config as composed before the nets became
 # config groups (a snapshot of that commit's `conf/`): the regrouping changed no value.

@@ -11,14 +11,13 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from conftest import make_cfg, write_tiny_dataset
+from conftest import make_cfg, start_module, write_tiny_dataset
 
 from src.checkpoint import MODEL_CONFIG_KEY, AtomicCheckpointIO, CheckpointOnInterrupt, load_model
 from src.data.provision import RAW_FILES
@@ -374,32 +373,8 @@ def test_a_bad_resume_checkpoint_is_refused_before_anything_is_written(cfg_facto
 # --- The command line: exit codes and stderr (subprocesses) ----------------------------------
 
 
-_STARTED: list[subprocess.Popen] = []
-
-
-@pytest.fixture(autouse=True)
-def _no_leftover_runs():
-    """A test that fails while its run trains on (1000 epochs) must not leave it eating the CPU."""
-    yield
-    while _STARTED:
-        process = _STARTED.pop()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
 def _cli(*args: str, **popen) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore::FutureWarning"}
-    # Tests started in the background (`cmd &` in a script, nohup) inherit SIGINT ignored, and an
-    # ignored signal stays ignored across exec: the Ctrl-C test's run would never see its signal
-    # and train on. A handler, unlike SIG_IGN, is reset to the default on exec.
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        process = subprocess.Popen([sys.executable, "-m", "src.train", *args], cwd=REPO, env=env, text=True, **popen)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    _STARTED.append(process)
-    return process
+    return start_module("src.train", *args, **popen)
 
 
 def _tiny_run(data_root: Path, run_dir: Path, *extra: str) -> list[str]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
+from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from src.callbacks import RunCheckpoint
 from src.errors import NonFiniteLossError
 from src.train import train
 
@@ -63,15 +66,19 @@ def test_nonfinite_loss_stops_with_the_batch_and_loss_named(cfg_factory):
         train(cfg)
 
 
-def test_checkpoint_callbacks_keep_distinct_state_keys_formatted_once():
-    # A checkpoint stores each callback's state under its state_key; resuming finds it there.
-    last, best = RunCheckpoint(filename="last"), RunCheckpoint(filename="best", monitor="val/fid", mode="min", every_n_epochs=2)
-    assert (
-        best.state_key
-        == "RunCheckpoint{'monitor': 'val/fid', 'mode': 'min', 'every_n_train_steps': 0, 'every_n_epochs': 2, 'train_time_interval': None}"
-    )
-    assert last.state_key != best.state_key
-    assert best.state_key is best.state_key
+def test_each_checkpoint_callback_gets_its_own_state_back_from_a_checkpoint(cfg_factory, tmp_path):
+    """Both RunCheckpoints (best, last) store their state in every checkpoint; a resumed run's
+    callbacks, built from the same config, find each its own (the best score, the best file)."""
+    cfg = cfg_factory("trainer.max_epochs=1", *EPOCH, "callbacks.sample_quality.num_samples=50")
+    train(cfg)
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    best, last = instantiate(cfg.callbacks.best_checkpoint), instantiate(cfg.callbacks.model_checkpoint)
+    assert best.state_key != last.state_key and {best.state_key, last.state_key} <= set(checkpoint["callbacks"])
+    best.load_state_dict(checkpoint["callbacks"][best.state_key])
+    last.load_state_dict(checkpoint["callbacks"][last.state_key])
+    logged_fid = json.loads((tmp_path / "metrics.json").read_text())["val/fid"]
+    assert float(best.best_model_score) == pytest.approx(logged_fid) and Path(best.best_model_path).name == "best.ckpt"
+    assert Path(last.best_model_path).name == "last.ckpt" and last.monitor is None
 
 
 def _best_state(checkpoint: dict) -> dict:

@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+from test_reliability import _cli, _tiny_run
 
 from src.checks import acquire_run_lock, release_run_lock
 from src.errors import ConfigError
 from src.train import train
-from tests.test_reliability import _cli, _tiny_run
 
 REPO = Path(__file__).resolve().parents[1]
 ONE_EPOCH = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1"]

@@ -8,12 +8,12 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import DATASETS, MODELS
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from src.gan_module import GAN
 from src.train import train
-from tests.conftest import DATASETS, MODELS
 
 PRESETS = [(m, d) for m in MODELS for d in DATASETS]
 

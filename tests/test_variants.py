@@ -9,13 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from test_gan_step import HostReads, StepRecorder
 from torch.optim.swa_utils import AveragedModel
 
 from src import losses
 from src.errors import ConfigError
 from src.models import DCGANDiscriminator, DCGANGenerator
 from src.train import train
-from tests.test_gan_step import HostReads, StepRecorder
 
 EXPERIMENTS = sorted(path.stem for path in (Path(__file__).resolve().parents[1] / "conf" / "experiment").glob("dcgan*.yaml"))
 TRAINER = dict(

@@ -16,7 +16,6 @@ from torch.utils.tensorboard.summary import hparams
 from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 from torchvision.utils import make_grid, save_image
 
-from src.errors import ConfigError
 from src.interpolation import latent_walk
 
 
@@ -101,8 +100,6 @@ class InterpolationGrid(SampleGrid):
     prefix = "interpolation_"
 
     def __init__(self, dirpath: str | None = None, rows: int = 8, steps: int = 10, seed: int = 1, every_n_epochs: int = 1, padding: int = 2) -> None:
-        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1 or isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-            raise ConfigError(f"callbacks.interpolation_grid needs rows >= 1 and steps >= 2 (integers), got rows={rows!r}, steps={steps!r}")
         super().__init__(dirpath, every_n_epochs, padding)
         self.rows, self.steps, self.seed = rows, steps, seed
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -23,7 +22,11 @@ from hydra.experimental.callback import Callback as HydraCallback
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from src.errors import ConfigError, release_stderr
+from src.data.datamodule import LOADERS
+from src.errors import ConfigError, release_stderr, user_errors
+from src.losses import LOSSES
+
+MIN_SAMPLES = 10  # the k-NN radii of density/coverage (k = 5) need more than 5 images on each side
 
 # Numbers a user types on the command line, checked before anything is built or written:
 # (key, integer?, may be null). Each must be positive; a missing key is not checked.
@@ -58,6 +61,35 @@ COMMAND_NUMBERS = (
 )
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# The values a training config accepts beyond "a positive number" (NUMBERS), in one place: the
+# constructors take them as given. (key, accepts(value), what it accepts); a missing key is not checked.
+RULES = (
+    ("model.loss", lambda v: v in LOSSES, f"one of {LOSSES}"),
+    ("model.gp_weight", lambda v: _number(v) and v > 0, "a positive number"),
+    ("model.r1_gamma", lambda v: _number(v) and v >= 0, "zero (off) or a positive number"),
+    ("model.n_critic", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a positive integer (D steps per G step)"),
+    ("model.label_smoothing", lambda v: _number(v) and 0 <= v < 1, "in [0, 1)"),
+    ("model.ema_decay", lambda v: v is None or (_number(v) and 0 < v < 1), "in (0, 1), or null (off)"),
+    ("model.discriminator.dropout", lambda v: _number(v) and 0 <= v < 1, "in [0, 1) (0 = off)"),
+    ("data.loader", lambda v: v in LOADERS, f"one of {LOADERS}"),
+    (
+        "callbacks.sample_quality.num_samples",
+        lambda v: isinstance(v, int) and v >= MIN_SAMPLES,
+        f"an integer of at least {MIN_SAMPLES} (the k-NN metrics need more than 5 images)",
+    ),
+    ("callbacks.interpolation_grid.rows", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a positive integer"),
+    (
+        "callbacks.interpolation_grid.steps",
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 2,
+        "an integer of at least 2 (a walk has two ends)",
+    ),
+)
+
+
 def check_numbers(cfg: DictConfig, numbers: tuple[tuple[str, bool, bool], ...] = NUMBERS) -> None:
     """A wrong type (``model.lr=abc``) or a non-positive size is one clear line, not a traceback later."""
     for key, integer, nullable in numbers:
@@ -70,18 +102,27 @@ def check_numbers(cfg: DictConfig, numbers: tuple[tuple[str, bool, bool], ...] =
     seed = OmegaConf.select(cfg, "seed", default=0)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Every value of a training config, checked before anything is built or written: the one
+    place that says what the config accepts (``train()`` runs it; so do the tests of each rule)."""
+    check_numbers(cfg)
+    for key, accepts, what in RULES:
+        value = OmegaConf.select(cfg, key, default=_ABSENT)
+        if value is not _ABSENT and not accepts(value):
+            raise ConfigError(f"{key} must be {what}, got {value!r}" if isinstance(value, str) else f"{key} must be {what}, got {value}")
+    if OmegaConf.select(cfg, "model.label_smoothing", default=0) and OmegaConf.select(cfg, "model.loss") != "bce":
+        raise ConfigError(
+            f"model.label_smoothing softens the bce loss's real target; model.loss={OmegaConf.select(cfg, 'model.loss')} has no target to soften"
+        )
     callbacks = cfg.get("callbacks") or {}
     if callbacks.get("best_checkpoint") and not callbacks.get("sample_quality"):
         raise ConfigError(
             "callbacks.best_checkpoint keeps the lowest val/fid, which callbacks.sample_quality computes: "
             "to train without scoring, remove both (~callbacks.sample_quality ~callbacks.best_checkpoint)"
         )
-
-
-# What shows that a run already wrote into a folder (Hydra's own .hydra/ and train.log don't count).
-RUN_FILES = ("checkpoints/*.ckpt", "tensorboard/events.out.tfevents.*", "metrics.json")
-# What overwrite=true deletes before a new run writes there.
-RUN_OUTPUTS = ("checkpoints", "tensorboard", "samples", "metrics.json", "job_result.json", "error.txt")
+    check_trainer(cfg)
 
 
 def check_trainer(cfg: DictConfig) -> None:
@@ -113,6 +154,12 @@ def check_trainer(cfg: DictConfig) -> None:
             f"trainer.accumulate_grad_batches={accumulate}: Lightning does not accumulate under manual optimization (this module's two-optimizer step); "
             "raise data.batch_size instead (or train on more devices)"
         )
+
+
+# What shows that a run already wrote into a folder (Hydra's own .hydra/ and train.log don't count).
+RUN_FILES = ("checkpoints/*.ckpt", "tensorboard/events.out.tfevents.*", "metrics.json")
+# What overwrite=true deletes before a new run writes there.
+RUN_OUTPUTS = ("checkpoints", "tensorboard", "samples", "metrics.json", "job_result.json", "error.txt")
 
 
 def existing_run(folder: str | os.PathLike) -> str | None:
@@ -230,10 +277,11 @@ class CheckOutputDir(HydraCallback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         release_stderr()  # the config is composed: Hydra's own errors are behind us
         folder = self._resolve(config, "hydra.run.dir")
-        self._check(folder)
-        if rank_zero_only.rank == 0:
-            self._report(lambda: check_fresh_run_dir(folder, config.get("ckpt_path"), bool(config.get("overwrite"))))
-            self._report(lambda: acquire_run_lock(folder))  # held to the end of the process
+        with user_errors():  # the commands' one error boundary: one line, exit status 1
+            check_output_dir(folder)
+            if rank_zero_only.rank == 0:
+                check_fresh_run_dir(folder, config.get("ckpt_path"), bool(config.get("overwrite")))
+                acquire_run_lock(folder)  # held to the end of the process
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         release_run_lock(self._resolve(config, "hydra.run.dir"))
@@ -241,14 +289,15 @@ class CheckOutputDir(HydraCallback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         release_stderr()
         folder = self._resolve(config, "hydra.sweep.dir")
-        self._check(folder)
-        if rank_zero_only.rank == 0 and not config.get("overwrite") and Path(folder).is_dir():
-            runs = [job for job in sorted(Path(folder).iterdir()) if job.is_dir() and existing_run(job)]
-            if runs:
-                self._report_error(
-                    f"hydra.sweep.dir {folder} already holds the runs of a sweep ({runs[0].name}, ...): "
-                    "choose another hydra.sweep.dir, or add overwrite=true to replace them"
-                )
+        with user_errors():
+            check_output_dir(folder)
+            if rank_zero_only.rank == 0 and not config.get("overwrite") and Path(folder).is_dir():
+                runs = [job for job in sorted(Path(folder).iterdir()) if job.is_dir() and existing_run(job)]
+                if runs:
+                    raise ConfigError(
+                        f"hydra.sweep.dir {folder} already holds the runs of a sweep ({runs[0].name}, ...): "
+                        "choose another hydra.sweep.dir, or add overwrite=true to replace them"
+                    )
 
     @staticmethod
     def _resolve(config: DictConfig, key: str) -> str:
@@ -260,19 +309,3 @@ class CheckOutputDir(HydraCallback):
             HydraConfig.instance().set_config(config)
             OmegaConf.set_readonly(config.hydra, None)
         return str(OmegaConf.select(config, key))
-
-    @staticmethod
-    def _report_error(message: str) -> None:
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(1)
-
-    @classmethod
-    def _report(cls, check) -> None:
-        try:
-            check()
-        except ConfigError as err:
-            cls._report_error(str(err))
-
-    @classmethod
-    def _check(cls, path: str) -> None:
-        cls._report(lambda: check_output_dir(path))

@@ -18,11 +18,10 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from src.checkpoint import load_model
-from src.checks import COMMAND_NUMBERS, check_numbers, check_output_file
+from src.checks import COMMAND_NUMBERS, MIN_SAMPLES, check_numbers, check_output_file
 from src.data.provision import DATASETS, raw_folder
 from src.devices import cpu_threads
 from src.errors import ConfigError, release_stderr, run_entry_point, user_errors
-from src.metrics.callback import MIN_SAMPLES
 from src.metrics.classifier import load_classifier, load_split
 from src.metrics.quality import QualityMetrics, fixed_inputs, generate
 

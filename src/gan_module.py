@@ -71,10 +71,6 @@ class GAN(L.LightningModule):
         super().__init__()
         if generator.num_classes != discriminator.num_classes:
             raise ConfigError(f"model: generator has num_classes={generator.num_classes} but discriminator has {discriminator.num_classes}")
-        for name, value in (("lr", lr), ("lr_g", lr_g), ("lr_d", lr_d)):
-            if value is not None and not float(value) > 0:
-                raise ConfigError(f"model.{name} must be a positive number, got {value}")
-        _check_training_options(loss, gp_weight, r1_gamma, n_critic, label_smoothing, ema_decay)
         self.automatic_optimization = False
         self.save_hyperparameters(ignore=["generator", "discriminator", "optimizer"], logger=False)
         self.generator = generator
@@ -308,20 +304,3 @@ class GAN(L.LightningModule):
         opt_g = self.optimizer_factory(self.generator.parameters(), lr=self.hparams.lr_g or lr)
         opt_d = self.optimizer_factory(self.discriminator.parameters(), lr=self.hparams.lr_d or lr)
         return [opt_g, opt_d]
-
-
-def _check_training_options(loss: str, gp_weight: float, r1_gamma: float, n_critic: int, label_smoothing: float, ema_decay: float | None) -> None:
-    if loss not in losses.LOSSES:
-        raise ConfigError(f"model.loss={loss!r} is not one of {losses.LOSSES}")
-    if not float(gp_weight) > 0:
-        raise ConfigError(f"model.gp_weight must be a positive number, got {gp_weight}")
-    if not float(r1_gamma) >= 0:
-        raise ConfigError(f"model.r1_gamma must be zero (off) or positive, got {r1_gamma}")
-    if isinstance(n_critic, bool) or not isinstance(n_critic, int) or n_critic < 1:
-        raise ConfigError(f"model.n_critic must be a positive integer (D steps per G step), got {n_critic}")
-    if not 0 <= float(label_smoothing) < 1:
-        raise ConfigError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}")
-    if label_smoothing and loss != "bce":
-        raise ConfigError(f"model.label_smoothing softens the bce loss's real target; model.loss={loss} has no target to soften")
-    if ema_decay is not None and not 0 < float(ema_decay) < 1:
-        raise ConfigError(f"model.ema_decay must be in (0, 1) or null (off), got {ema_decay}")

@@ -37,7 +37,7 @@ from src.checkpoint import (
     newest_checkpoint_callback,
     read_checkpoint,
 )
-from src.checks import check_fresh_run_dir, check_numbers, check_output_dir, check_trainer, clear_run_dir, run_lock
+from src.checks import check_fresh_run_dir, check_output_dir, clear_run_dir, run_lock, validate
 from src.devices import cpu_threads
 from src.errors import ConfigError, NonFiniteLossError, TrainingInterrupted, UserError, release_stderr, run_entry_point, user_error
 from src.metrics.callback import SampleQuality
@@ -164,8 +164,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     Every input check (config values, output folder, data files, checkpoint) runs before the
     first file of the run is written.
     """
-    check_numbers(cfg)
-    check_trainer(cfg)
+    validate(cfg)
     check_output_dir(cfg.paths.output_dir)
     with run_lock(cfg.paths.output_dir) if rank_zero_only.rank == 0 else nullcontext():
         return _train(cfg, extra_callbacks)

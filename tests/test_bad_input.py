@@ -57,7 +57,10 @@ def _refused(cfg, out: Path, message: str) -> None:
             ["+callbacks.sample_grid.colour=red"],
             "callbacks.sample_grid (src.callbacks.SampleGrid) refuses its settings: SampleGrid.__init__() got an unexpected keyword argument 'colour'",
         ),
-        (["callbacks.interpolation_grid.steps=1"], "callbacks.interpolation_grid needs rows >= 1 and steps >= 2"),
+        (
+            ["callbacks.interpolation_grid.steps=1"],
+            "callbacks.interpolation_grid.steps must be an integer of at least 2 (a walk has two ends), got 1",
+        ),
         (["threads=abc"], "threads must be a positive integer"),
     ],
 )

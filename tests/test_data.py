@@ -8,15 +8,15 @@ import lightning as L
 import pytest
 import torch
 from conftest import TEST_SIZE, TRAIN_SIZE, write_tiny_dataset
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 from torchvision.datasets import MNIST, FashionMNIST
 
+from src.checks import validate
 from src.data.datamodule import MNISTDataModule
 from src.data.idx import IdxFormatError
 from src.data.loaders import EpochSampler
 from src.data.provision import RAW_FILES, DataUnavailableError, provision, raw_folder
+from src.errors import ConfigError
 from src.train import train
 
 
@@ -97,10 +97,10 @@ def test_missing_data_without_network_says_what_to_do(tmp_path, monkeypatch, cfg
 
 
 def test_bad_loader_and_batch_size_are_rejected(cfg_factory):
-    with pytest.raises(InstantiationException, match="data.loader='pil' is not one of"):
-        instantiate(cfg_factory("data.loader=pil").data)
-    with pytest.raises(InstantiationException, match="data.batch_size must be a positive integer"):
-        instantiate(cfg_factory("data.batch_size=0").data)
+    with pytest.raises(ConfigError, match=r"data.loader must be one of \('tensor', 'classic'\), got 'pil'"):
+        validate(cfg_factory("data.loader=pil"))
+    with pytest.raises(ConfigError, match="data.batch_size must be a positive integer"):
+        validate(cfg_factory("data.batch_size=0"))
 
 
 def test_classic_loader_trains(cfg_factory):

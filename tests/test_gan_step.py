@@ -12,6 +12,20 @@ from hydra.utils import instantiate
 from src.train import train
 
 
+def bare_trainer(**settings) -> L.Trainer:
+    """One CPU epoch without validation, logger, checkpoints or progress bar: the step alone."""
+    return L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **settings,
+    )
+
+
 def _snapshot(module: torch.nn.Module) -> list[torch.Tensor]:
     return [p.detach().clone() for p in module.parameters()]
 
@@ -79,17 +93,7 @@ class HostReads(L.Callback):
 def test_d_step_moves_only_d_then_g_step_moves_only_g(cfg_factory, model):
     cfg = cfg_factory(f"model={model}", "trainer.max_epochs=1", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=0")
     recorder = StepRecorder()
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        limit_train_batches=3,
-        limit_val_batches=0,
-        callbacks=[recorder],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = bare_trainer(limit_train_batches=3, callbacks=[recorder])
     trainer.fit(instantiate(cfg.model), datamodule=instantiate(cfg.data))
     # Per batch: one D step that changes D alone, then one G step that changes G alone.
     assert recorder.events == [("D", False, True), ("G", True, False)] * 3
@@ -177,18 +181,7 @@ def test_training_step_reads_from_the_device_once_per_logging_step_and_never_oth
     cfg = cfg_factory(*overrides)
     assert cfg.model.ema_decay is not None  # the EMA update is part of the step
     host_reads = HostReads(monkeypatch)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        limit_train_batches=7,
-        limit_val_batches=0,
-        log_every_n_steps=3,
-        callbacks=[host_reads],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = bare_trainer(limit_train_batches=7, log_every_n_steps=3, callbacks=[host_reads])
     trainer.fit(instantiate(cfg.model), datamodule=instantiate(cfg.data))
     assert host_reads.logging_batches == {2, 5}
     # The EMA update, the optimizer steps and the losses queue work without waiting for it; a

@@ -497,7 +497,7 @@ def test_bad_input_on_the_command_line_is_one_line(tmp_path, data_root, case, me
     ("overrides", "message"),
     [
         (["callbacks.sample_quality.every_n_epochs=0"], "callbacks.sample_quality.every_n_epochs must be a positive integer, got 0"),
-        (["callbacks.sample_quality.num_samples=5"], "callbacks.sample_quality.num_samples must be at least 10"),
+        (["callbacks.sample_quality.num_samples=5"], "callbacks.sample_quality.num_samples must be an integer of at least 10"),
         (["+callbacks.sample_grid.every_n_epochs=0"], "callbacks.sample_grid.every_n_epochs must be a positive integer, got 0"),
         (["model.sample_rows=0"], "model.sample_rows must be a positive integer, got 0"),
         (["seed=abc"], r"seed must be an integer in \[0, 2\*\*32\), got 'abc'"),

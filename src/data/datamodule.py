@@ -41,11 +41,6 @@ class MNISTDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         dataset_class(name)  # fail early on an unknown name
-        if loader not in LOADERS:
-            raise ConfigError(f"data.loader={loader!r} is not one of {LOADERS}")
-        for key, value in (("data.batch_size", batch_size), ("data.val_batch_size", val_batch_size)):
-            if int(value) < 1:
-                raise ConfigError(f"{key} must be a positive integer, got {value}")
         self.name, self.root = name, root
         self.batch_size, self.val_batch_size = int(batch_size), int(val_batch_size)
         self.loader, self.num_workers, self.seed = loader, num_workers, seed

@@ -14,8 +14,6 @@ from src.errors import ConfigError
 from src.metrics.classifier import load_classifier, load_split
 from src.metrics.quality import QualityMetrics, fixed_inputs, generate
 
-MIN_SAMPLES = 10  # the k-NN radii of density/coverage (k = 5) need more than 5 images on each side
-
 
 class SampleQuality(L.Callback):
     """Every ``every_n_epochs`` epochs (and after the last), score ``num_samples`` generated images.
@@ -36,10 +34,6 @@ class SampleQuality(L.Callback):
     def __init__(
         self, num_samples: int = 10_000, every_n_epochs: int = 1, batch_size: int = 1000, seed: int = 0, classifier: str | os.PathLike | None = None
     ) -> None:
-        if int(num_samples) < MIN_SAMPLES:
-            raise ConfigError(
-                f"callbacks.sample_quality.num_samples must be at least {MIN_SAMPLES} (the k-NN metrics need more than 5 images), got {num_samples}"
-            )
         self.num_samples = int(num_samples)
         self.every_n_epochs = int(every_n_epochs)
         self.batch_size = int(batch_size)

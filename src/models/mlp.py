@@ -27,8 +27,6 @@ def _activation(name: str, negative_slope: float) -> nn.Module:
 
 
 def _mlp(in_dim: int, hidden_dims: Sequence[int], activation: str, negative_slope: float, dropout: float) -> list[nn.Module]:
-    if not 0 <= dropout < 1:
-        raise ConfigError(f"model.discriminator.dropout must be in [0, 1) (0 = off), got {dropout}")
     layers: list[nn.Module] = []
     for width in hidden_dims:
         layers += [nn.Linear(in_dim, width), _activation(activation, negative_slope)]

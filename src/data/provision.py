@@ -37,7 +37,7 @@ import numpy as np
 from torchvision.datasets import MNIST, FashionMNIST
 
 from src.data.idx import IdxFormatError, read_header, write_idx
-from src.errors import ConfigError, UserError
+from src.errors import ConfigError, UserError, user_errors
 
 log = logging.getLogger(__name__)
 
@@ -269,14 +269,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--root", default="data", help="data folder (default: data)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for name in args.names or sorted(DATASETS):
-        try:
+    with user_errors():  # the commands' one error boundary
+        for name in args.names or sorted(DATASETS):
             folder = provision(name, args.root)
             sizes = check_raw_folder(folder, official_sizes=True)
-        except (DataUnavailableError, IdxFormatError, ConfigError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 1
-        print(f"{name}: {sizes['train']} train / {sizes['test']} test images in {folder}")
+            print(f"{name}: {sizes['train']} train / {sizes['test']} test images in {folder}")
     return 0
 
 

@@ -11,7 +11,6 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image, ImageDraw, ImageFont
-from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 from torchvision.utils import make_grid, save_image
@@ -136,10 +135,11 @@ class HParamsSummary(L.Callback):
         # between them first (what a sweep varied) and takes every scalar tag as a metric.
         _, start, end = hparams(self.hparams, metrics)
         for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                with SummaryWriter(log_dir=logger.log_dir) as writer:
-                    writer.file_writer.add_summary(start)
-                    writer.file_writer.add_summary(end)
+            if isinstance(logger, TensorBoardLogger):  # into the run's own event file, beside its scalars
+                writer = logger.experiment.file_writer
+                writer.add_summary(start)
+                writer.add_summary(end)
+                writer.flush()
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._write(trainer)

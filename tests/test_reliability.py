@@ -472,7 +472,7 @@ def test_a_killed_run_keeps_its_last_end_of_epoch_checkpoint(tmp_path, data_root
         ("model.optimizer._target_=torch.optim.SGD", "error: model.optimizer (torch.optim.SGD) refuses its arguments"),
         # Hydra's own errors, condensed to one line by src.errors.run_entry_point:
         ("trainer.foo=1", "error: Could not override 'trainer.foo'. To append to your config use +trainer.foo=1. Key 'foo' is not in struct."),
-        ("model=nope", "error: In 'train': Could not find 'model/nope'. Available options in 'model': cgan, dcgan, dcgan_cond, gan."),
+        ("model=nope", "error: In 'train': Could not find 'model/nope'. Available options in 'model': cgan, dcgan, dcgan_cond, gan, gan_mnist."),
         ("model.lr=[", "error: no viable alternative at input '['."),
     ],
 )

@@ -182,3 +182,28 @@ def test_the_figures_do_not_depend_on_the_number_of_threads():
     assert figures[0].keys() == figures[1].keys() and len(figures[0]) == 10
     for name in figures[0]:
         assert figures[1][name] == pytest.approx(figures[0][name], rel=1e-4, abs=1e-6), name
+
+
+@pytest.mark.slow
+def test_the_pinned_classifiers_reach_an_installed_copy(tmp_path):
+    """Package data, not only files of a checkout: the wheel pip builds from the project holds them."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    repo = Path(__file__).resolve().parents[1]
+    leftover = not (repo / "build").exists()  # setuptools builds in the source tree: clean up after it
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--wheel-dir", str(tmp_path), str(repo)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if leftover:
+        shutil.rmtree(repo / "build", ignore_errors=True)
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = tmp_path.glob("lightning_gan-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        for name in PINNED:
+            assert clf.hashlib.sha256(archive.read(f"src/metrics/weights/{name}.pt")).hexdigest() == PINNED[name]

@@ -103,16 +103,7 @@ def test_d_step_moves_only_d_then_g_step_moves_only_g(cfg_factory, model):
 def test_g_step_computes_no_gradient_for_d(cfg_factory):
     cfg = cfg_factory("model=gan")
     gan = instantiate(cfg.model)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        limit_train_batches=1,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = bare_trainer(limit_train_batches=1)
     seen = {}
 
     def grad_hook(name):

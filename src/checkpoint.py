@@ -35,7 +35,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from src.errors import CheckpointError
+from src.errors import CheckpointError, root_cause
 from src.gan_module import GAN
 
 MODEL_CONFIG_KEY = "model_config"
@@ -339,9 +339,7 @@ def load_model(ckpt_path: str | os.PathLike, map_location: str | torch.device = 
         try:
             model = instantiate(model_config)
         except (InstantiationException, ValueError, TypeError) as err:
-            cause = err
-            while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
-                cause = cause.__cause__
+            cause = root_cause(err)
             raise CheckpointError(f"{ckpt_path}: its model config does not build a model ({str(cause).strip().splitlines()[0]})") from None
     if not isinstance(model, GAN):
         raise CheckpointError(f"{ckpt_path} is not a lightning-gan checkpoint (its model is a {type(model).__name__}, not a GAN)")

@@ -36,12 +36,18 @@ class TrainingInterrupted(RuntimeError):
         self.exit_code = 130 if signal_name == "SIGINT" else 143
 
 
-def user_error(err: BaseException) -> UserError | None:
-    """The user's error inside ``err`` (through Hydra's ``InstantiationException`` wrappers), or None for a bug."""
+def root_cause(err: BaseException) -> BaseException:
+    """``err`` with Hydra's ``InstantiationException`` wrappers taken off: what the built class raised."""
     from hydra.errors import InstantiationException
 
     while isinstance(err, InstantiationException) and err.__cause__ is not None:
         err = err.__cause__
+    return err
+
+
+def user_error(err: BaseException) -> UserError | None:
+    """The user's error inside ``err`` (through Hydra's wrappers), or None for a bug."""
+    err = root_cause(err)
     return err if isinstance(err, UserError) else None
 
 

@@ -39,7 +39,7 @@ from src.checkpoint import (
 )
 from src.checks import check_fresh_run_dir, check_output_dir, clear_run_dir, run_lock, validate
 from src.devices import cpu_threads
-from src.errors import ConfigError, NonFiniteLossError, TrainingInterrupted, UserError, release_stderr, run_entry_point, user_error
+from src.errors import ConfigError, NonFiniteLossError, TrainingInterrupted, UserError, release_stderr, root_cause, run_entry_point, user_error
 from src.metrics.callback import SampleQuality
 from src.sweeps import JOB_ERROR, infer_direction, record_job
 
@@ -55,9 +55,7 @@ def build(node: DictConfig, key: str, **kwargs):
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as err:
-        cause = err
-        while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
-            cause = cause.__cause__
+        cause = root_cause(err)
         if isinstance(cause, UserError) or not isinstance(cause, (TypeError, ValueError)):
             raise
         target = node.get("_target_", "?")
@@ -71,17 +69,9 @@ def _instantiate_dict(section: DictConfig | None, group: str) -> list:
     return [build(entry, f"{group}.{name}") for name, entry in section.items() if entry and "_target_" in entry]
 
 
-# What a run's HParams row shows besides the config choices and the job's own overrides: the
-# values a sweep varies most. (label, key); the learning rates and EMA are shown as they act.
-HPARAM_KEYS = (
-    ("data.batch_size", "data.batch_size"),
-    ("model.loss", "model.loss"),
-    ("model.n_critic", "model.n_critic"),
-    ("model.r1_gamma", "model.r1_gamma"),
-    ("model.label_smoothing", "model.label_smoothing"),
-    ("trainer.max_epochs", "trainer.max_epochs"),
-    ("seed", "seed"),
-)
+# What a run's HParams row shows besides the config choices, the learning rates, betas and EMA
+# (shown as they act) and the job's own overrides: the other values a sweep varies most.
+HPARAM_KEYS = ("data.batch_size", "model.loss", "model.n_critic", "model.r1_gamma", "model.label_smoothing", "trainer.max_epochs", "seed")
 
 
 def _hparam_value(value):
@@ -106,10 +96,10 @@ def run_hparams(cfg: DictConfig) -> dict[str, bool | int | float | str]:
     if betas is not None and len(betas) == 2:
         values["model.beta1"], values["model.beta2"] = float(betas[0]), float(betas[1])
     values["model.ema_decay"] = float(model.get("ema_decay") or 0.0)  # null (off) is decay 0: samples from G itself
-    for label, key in HPARAM_KEYS:
+    for key in HPARAM_KEYS:
         value = OmegaConf.select(cfg, key)
         if value is not None:
-            values[label] = _hparam_value(value)
+            values[key] = _hparam_value(value)
     if HydraConfig.initialized():  # and whatever this job's command line set (what a sweep varies)
         for override in HydraConfig.get().overrides.task:
             key = override.split("=", 1)[0].lstrip("+~")

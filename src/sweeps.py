@@ -33,6 +33,7 @@ METRIC_COLUMNS = (
     "val/recall",
     "val/density",
     "val/coverage",
+    "val/fid_over_coverage",
     "val/ifid",
     "val/classifier_score",
     "val/class_entropy",
@@ -41,10 +42,14 @@ METRIC_COLUMNS = (
     "train/g_loss",
 )
 HIGHER_IS_BETTER = ("score", "acc", "entropy", "precision", "recall", "density", "coverage")
+LOWER_IS_BETTER = ("fid", "kid", "loss")  # checked first: val/fid_over_coverage is a distance, not a coverage
 
 
 def infer_direction(metric: str | None) -> str:
-    return "maximize" if metric and any(word in metric for word in HIGHER_IS_BETTER) else "minimize"
+    name = (metric or "").rsplit("/", 1)[-1]
+    if any(name.startswith(word) or name.endswith(word) for word in LOWER_IS_BETTER):
+        return "minimize"
+    return "maximize" if any(word in name for word in HIGHER_IS_BETTER) else "minimize"
 
 
 def _number(value: Any) -> float:

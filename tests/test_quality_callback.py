@@ -13,7 +13,17 @@ from src.metrics import classifier
 from src.metrics.callback import SampleQuality
 from src.train import train
 
-QUALITY = ["val/fid", "val/kid", "val/precision", "val/recall", "val/density", "val/coverage", "val/classifier_score", "val/class_entropy"]
+QUALITY = [
+    "val/fid",
+    "val/kid",
+    "val/precision",
+    "val/recall",
+    "val/density",
+    "val/coverage",
+    "val/fid_over_coverage",
+    "val/classifier_score",
+    "val/class_entropy",
+]
 TINY_TRAINING = ["trainer.max_epochs=2", "+trainer.limit_train_batches=2", "callbacks.sample_quality.num_samples=100"]
 
 
@@ -30,6 +40,8 @@ def test_quality_metrics_are_logged_and_rank_the_best_checkpoint(cfg_factory, tm
     assert all(0.0 <= metrics[f"val/{name}"] <= 1.0 for name in ("precision", "recall", "coverage")) and metrics["val/density"] >= 0.0
     assert all(torch.isfinite(torch.tensor(metrics[name])) for name in expected)
     assert 0.0 <= metrics["val/class_entropy"] <= 3.33 and 1.0 <= metrics["val/classifier_score"] <= 10.0
+    # The searches' figure: FID over coverage, a coverage of 0 counting as one of the tiny test split's 60 images covered.
+    assert metrics["val/fid_over_coverage"] == pytest.approx(metrics["val/fid"] / max(metrics["val/coverage"], 1 / 60), rel=1e-5)
     assert (tmp_path / "checkpoints" / "best.ckpt").is_file() and (tmp_path / "checkpoints" / "last.ckpt").is_file()
     best = torch.load(tmp_path / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     assert best["callbacks"]  # ModelCheckpoint's state: monitored val/fid

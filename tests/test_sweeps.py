@@ -61,6 +61,9 @@ def test_summary_of_a_metric_to_maximize(tmp_path):
     for num, value in [(0, 0.5), (1, 0.9), (2, math.nan)]:
         fake_job(tmp_path, num, value)
     assert infer_direction("val/cond_acc") == "maximize" and infer_direction("val/fid") == "minimize"
+    assert infer_direction("val/coverage") == "maximize" and infer_direction("val/ifid") == "minimize"
+    assert infer_direction("val/fid_over_coverage") == "minimize"  # a distance per coverage, not a coverage
+    assert infer_direction("train/d_loss") == "minimize" and infer_direction(None) == "minimize"
     assert [row["job"] for row in write_summary(tmp_path, "val/cond_acc", infer_direction("val/cond_acc"))] == [1, 0, 2]
 
 
@@ -111,3 +114,28 @@ def test_optuna_search_runs_and_summarizes(tmp_path, data_root):
     with open(sweep_dir / "summary.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 and all("model.lr=" in row["overrides"] for row in rows)
+
+
+@pytest.mark.slow
+def test_recipe_search_resumes_its_study_from_storage(tmp_path, data_root):
+    """optuna_recipe minimizes val/fid_over_coverage; with storage= a second search goes on with
+    the first one's trials (before SQLAlchemy < 2 was pinned, storage= failed in Optuna's schema check)."""
+    storage = f"sqlite:///{tmp_path / 'recipe.db'}"
+    for part in ("first", "second"):
+        result = run_cli(
+            "hparams_search=optuna_recipe",
+            "hydra.sweeper.n_trials=1",
+            "hydra.sweeper.study_name=recipe",
+            f"hydra.sweeper.storage={storage}",
+            f"paths.data_dir={data_root}",
+            f"hydra.sweep.dir={tmp_path / part}",
+            *TINY_RUN,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+    optuna = pytest.importorskip("optuna")
+    trials = optuna.load_study(study_name="recipe", storage=storage).trials
+    assert len(trials) == 2 and all(trial.state == optuna.trial.TrialState.COMPLETE for trial in trials)
+    with open(tmp_path / "second" / "summary.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert float(row["value"]) == pytest.approx(float(row["val/fid_over_coverage"]), rel=1e-5) == pytest.approx(trials[1].value, rel=1e-5)
+    assert "model.lr_g=" in row["overrides"] and "model.r1_gamma=" in row["overrides"]

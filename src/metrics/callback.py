@@ -23,7 +23,7 @@ class SampleQuality(L.Callback):
     comparable. They are scored against the first ``num_samples`` images of the test split in the
     feature space of the data set's pinned classifier (``src/metrics/classifier.py``; or the
     classifier file ``classifier``). Logged as ``val/fid``, ``val/kid``, ``val/precision``,
-    ``val/recall``, ``val/density``, ``val/coverage``, ``val/classifier_score``,
+    ``val/recall``, ``val/density``, ``val/coverage``, ``val/fid_over_coverage``, ``val/classifier_score``,
     ``val/class_entropy`` (bits) and, for a conditional model, ``val/ifid`` and ``val/cond_acc``.
     Everything on the real side is computed once per run (``prepare``), not per epoch.
 

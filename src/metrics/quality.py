@@ -5,6 +5,11 @@
 * ``precision`` / ``recall`` (k = 3) and ``density`` / ``coverage`` (k = 5): the k-NN manifold
   metrics of ``manifold.py`` on the same features (fidelity and diversity apart; 0 to 1, higher
   is better; density can exceed 1).
+* ``fid_over_coverage``: FID divided by coverage, the one figure the recipe searches minimize
+  (``conf/hparams_search/``): FID alone ranks a sharp generator of a few modes above one that
+  covers the data set, and coverage alone ignores how far off the samples are; in the ratio
+  halving FID and doubling coverage count the same. A coverage of 0 counts as one real image
+  covered, so the figure stays finite.
 * ``ifid``: for a conditional model, the intra-class FID: the mean over classes of the FID
   between the samples generated for class c and the real images of class c.
 * ``classifier_score``: the Inception Score with the classifier's softmax, exp E[KL(p(y|x) || p(y))]
@@ -42,7 +47,7 @@ from src.metrics.manifold import RealManifold
 
 # What QualityMetrics.compute returns, in the order the tables show them; ifid and cond_acc only
 # for a conditional model.
-METRIC_NAMES = ("fid", "kid", "precision", "recall", "density", "coverage", "ifid", "classifier_score", "class_entropy", "cond_acc")
+METRIC_NAMES = ("fid", "kid", "precision", "recall", "density", "coverage", "fid_over_coverage", "ifid", "classifier_score", "class_entropy", "cond_acc")
 
 
 def class_metrics(logits: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
@@ -162,6 +167,7 @@ class QualityMetrics:
             kid_mean, _ = self.kid.compute()
         metrics = {"fid": float(self.fid.compute()), "kid": float(kid_mean)}
         metrics |= self.manifold.compare(features)
+        metrics["fid_over_coverage"] = metrics["fid"] / max(metrics["coverage"], 1 / self.num_real)
         if labels is not None and self.class_fids:
             metrics["ifid"] = self.intra_class_fid(features, labels.cpu())
         return metrics | class_metrics(logits, labels)

@@ -47,7 +47,19 @@ from src.metrics.manifold import RealManifold
 
 # What QualityMetrics.compute returns, in the order the tables show them; ifid and cond_acc only
 # for a conditional model.
-METRIC_NAMES = ("fid", "kid", "precision", "recall", "density", "coverage", "fid_over_coverage", "ifid", "classifier_score", "class_entropy", "cond_acc")
+METRIC_NAMES = (
+    "fid",
+    "kid",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
+    "fid_over_coverage",
+    "ifid",
+    "classifier_score",
+    "class_entropy",
+    "cond_acc",
+)
 
 
 def class_metrics(logits: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:

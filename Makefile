@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 DATA_DIR ?= data
 ARGS ?=
 PYTEST_ARGS ?=
+SEARCH ?= optuna_fid
 
 .DEFAULT_GOAL := help
 .PHONY: help install data classifiers train test test-fast lint format bench tb sweep search clean
@@ -49,8 +50,8 @@ bench: data ## Images/s side by side: seed loops vs a plain PyTorch loop vs the 
 sweep: data ## Sweep the learning rate of both optimizers over 1e-4, 2e-4, 5e-4 (Hydra multirun; summary.md ranks the jobs by FID)
 	$(PY) -m src.train --multirun paths.data_dir=$(DATA_DIR) model.lr=1e-4,2e-4,5e-4 $(ARGS)
 
-search: data ## Optuna search for the lowest FID (conf/hparams_search/optuna_fid.yaml); ARGS="hydra.sweeper.n_trials=40 ..."
-	$(PY) -m src.train hparams_search=optuna_fid paths.data_dir=$(DATA_DIR) $(ARGS)
+search: data ## Optuna search for the lowest FID; SEARCH=optuna_recipe: for a training recipe (docs/recipes.md)
+	$(PY) -m src.train hparams_search=$(SEARCH) paths.data_dir=$(DATA_DIR) $(ARGS)
 
 tb: install ## TensorBoard on outputs/, keeping every epoch's sample grid
 	$(VENV)/bin/tensorboard --logdir outputs --samples_per_plugin images=1000

@@ -20,7 +20,7 @@ from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,25 @@ METRIC_COLUMNS = (
 )
 HIGHER_IS_BETTER = ("score", "acc", "entropy", "precision", "recall", "density", "coverage")
 LOWER_IS_BETTER = ("fid", "kid", "loss")  # checked first: val/fid_over_coverage is a distance, not a coverage
+
+
+MAX_JOB_DIRNAME = 120  # characters; Linux refuses names over 255 bytes
+
+
+def job_dirname(num: int | str, overrides: str) -> str:
+    """A job's folder name: its number and its overrides, cut to ``MAX_JOB_DIRNAME`` characters.
+
+    ``conf/hydra/default.yaml`` names job folders ``${job_dirname:${hydra.job.num},${hydra.job.override_dirname}}``:
+    a long override (a list of layer widths, a few sampled floats) made Hydra's own
+    ``<num>_<overrides>`` exceed the file system's limit and the sweep stop with ``OSError: File
+    name too long``. The number keeps names unique; ``summary.md`` lists every job's overrides in full.
+    """
+    name = f"{num}_{overrides}" if overrides else str(num)
+    return name if len(name) <= MAX_JOB_DIRNAME else name[: MAX_JOB_DIRNAME - 3] + "..."
+
+
+if not OmegaConf.has_resolver("job_dirname"):
+    OmegaConf.register_new_resolver("job_dirname", job_dirname)
 
 
 def infer_direction(metric: str | None) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from src.sweeps import JOB_RESULT, infer_direction, write_summary
+from src.sweeps import JOB_RESULT, MAX_JOB_DIRNAME, infer_direction, job_dirname, write_summary
 
 TINY_RUN = [
     "trainer=cpu",
@@ -65,6 +65,25 @@ def test_summary_of_a_metric_to_maximize(tmp_path):
     assert infer_direction("val/fid_over_coverage") == "minimize"  # a distance per coverage, not a coverage
     assert infer_direction("train/d_loss") == "minimize" and infer_direction(None) == "minimize"
     assert [row["job"] for row in write_summary(tmp_path, "val/cond_acc", infer_direction("val/cond_acc"))] == [1, 0, 2]
+
+
+def test_job_folder_names_are_cut_to_a_length_every_file_system_takes():
+    assert job_dirname(3, "model.lr=1e-4") == "3_model.lr=1e-4" and job_dirname(0, "") == "0"
+    long = job_dirname(12, "model.generator.hidden_dims=[" + ",".join(["256"] * 80) + "]")
+    assert len(long) == MAX_JOB_DIRNAME and long.startswith("12_model.generator.hidden_dims=[256,") and long.endswith("...")
+
+
+@pytest.mark.slow
+def test_a_sweep_over_a_long_override_runs_with_its_full_overrides_in_the_summary(tmp_path, data_root):
+    # Hydra's own <num>_<overrides> folder name was over 255 bytes here: OSError, File name too long.
+    widths = "[" + ",".join(["32"] * 80) + "]"
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli("--multirun", f"model.generator.hidden_dims={widths}", f"paths.data_dir={data_root}", f"hydra.sweep.dir={sweep_dir}", *TINY_RUN)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(sweep_dir / "summary.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["status"] == "completed" and len(row["dir"]) == MAX_JOB_DIRNAME and (sweep_dir / row["dir"] / "metrics.json").is_file()
+    assert f"model.generator.hidden_dims={widths}" in row["overrides"]
 
 
 @pytest.mark.slow

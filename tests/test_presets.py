@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -13,6 +14,21 @@ from omegaconf import OmegaConf
 # Every preset's resolved model, data and trainer config as composed before the nets became
 # config groups (a snapshot of that commit's `conf/`): the regrouping changed no value.
 BEFORE = json.loads((Path(__file__).parent / "data" / "presets_before_net_groups.json").read_text())
+# What the recipe search changed since, on purpose and nowhere else (docs/recipes.md).
+SEARCHED_RECIPE = {"loss": "hinge", "lr": 8.0e-4, "r1_gamma": 0.1, "optimizer.betas": [0.0, 0.9]}
+CHANGED = {"model=gan": SEARCHED_RECIPE}
+
+
+def _expected(override: str) -> dict:
+    expected = copy.deepcopy(BEFORE[override])
+    for dotted, value in CHANGED.get(override, {}).items():
+        *parents, key = dotted.split(".")
+        node = expected["model"]
+        for parent in parents:
+            node = node[parent]
+        assert key in node, f"{override}: {dotted} is no key of the snapshot"
+        node[key] = value
+    return expected
 
 
 def _resolved(override: str) -> dict:
@@ -25,8 +41,8 @@ def _resolved(override: str) -> dict:
 
 
 @pytest.mark.parametrize("override", sorted(BEFORE))
-def test_every_preset_composes_to_the_same_values_as_before_the_net_groups(override):
-    assert _resolved(override) == BEFORE[override]
+def test_every_preset_composes_to_the_same_values_as_before_but_for_the_searched_recipes(override):
+    assert _resolved(override) == _expected(override)
 
 
 def test_a_net_can_be_swapped_from_the_command_line():

@@ -103,9 +103,11 @@ def test_seed_experiments_reproduce_the_seeds_recipe(cfg_factory):
     assert list(seed_gan.model.optimizer.betas) == [0.9, 0.999] and seed_gan.model.lr == 2e-4
     assert seed_gan.trainer.max_epochs == 10 and seed_gan.model.generator.latent_dim == 64
     assert seed_gan.model.ema_decay is None and cfg_factory().model.ema_decay == 0.999  # the seeds sample from G itself
+    assert (seed_gan.model.loss, seed_gan.model.r1_gamma) == ("bce", 0.0) != (cfg_factory().model.loss, cfg_factory().model.r1_gamma)
     seed_cgan = cfg_factory("experiment=seed_cgan", "data=mnist")
     assert seed_cgan.model.generator.num_classes == 10 and seed_cgan.data.name == "mnist"
     assert list(seed_cgan.model.optimizer.betas) == [0.9, 0.999] and seed_cgan.model.lr == 2e-4 and seed_cgan.trainer.max_epochs == 10
+    assert (seed_cgan.model.loss, seed_cgan.model.r1_gamma) == ("bce", 0.0)
     # The presets themselves: the seeds' architectures, the measured training defaults.
     cgan = cfg_factory("model=cgan")
     assert list(cgan.model.optimizer.betas) == [0.5, 0.999] and cgan.model.lr == 5e-4 and cgan.trainer.max_epochs == 20
@@ -117,7 +119,7 @@ def test_the_second_seeds_gan_is_a_preset_and_its_recipe_an_experiment(cfg_facto
     seed = cfg_factory("experiment=seed_gan_mnist")
     assert seed.data.name == "mnist" and seed.trainer.max_epochs == 100  # (batch 128 too: the test fixture overrides it)
     assert list(seed.model.optimizer.betas) == [0.9, 0.999] and seed.model.lr == 2e-4 and seed.model.ema_decay is None
-    assert seed.model.loss == "bce"
+    assert seed.model.loss == "bce" and seed.model.r1_gamma == 0.0
     model = instantiate(seed.model)
     linears = lambda net: [(m.in_features, m.out_features) for m in net.modules() if isinstance(m, torch.nn.Linear)]  # noqa: E731
     assert linears(model.generator) == [(100, 128), (128, 256), (256, 512), (512, 784)]

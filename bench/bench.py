@@ -67,11 +67,18 @@ def _timed(batches, step, warmup: int, measured: int, device: torch.device) -> f
                 return images / (time.perf_counter() - start)
 
 
+# The seed loops' math (bce, no R1 penalty), so that every contender does the same work per
+# batch: the presets' searched recipe adds an R1 penalty (docs/recipes.md), whose cost is
+# measured apart with bench/epoch_time.py (BENCHMARKS.md, "The default recipe's cost").
+SEED_MATH = ["model.loss=bce", "model.r1_gamma=0"]
+
+
 def _compose(preset: str, data_dir: str, overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("train", overrides=[f"model={preset}", f"paths.data_dir={data_dir}", "paths.output_dir=/tmp/bench-run", *overrides])
+        base = [f"model={preset}", f"paths.data_dir={data_dir}", "paths.output_dir=/tmp/bench-run", *SEED_MATH]
+        return compose("train", overrides=[*base, *overrides])
 
 
 # --- (a) the seed loops, as written in seed 000, docs/seeds.md ------------------------------------

@@ -228,8 +228,10 @@ class GAN(L.LightningModule):
     def _is_logging_step(self) -> bool:
         """Whether the loggers write this batch: Lightning's rule (every ``log_every_n_steps``-th
         batch trained, counted over epochs, and the batch that stops training), from the module's
-        own batch count, which checkpoints keep as Lightning keeps its loop's."""
-        return self.batches_trained % self.trainer.log_every_n_steps == 0 or self.trainer.should_stop
+        own batch count, which checkpoints keep as Lightning keeps its loop's. A ``barebones``
+        Trainer (bench/bench.py's Lightning floor) logs nothing: its ``log_every_n_steps`` is 0."""
+        every = self.trainer.log_every_n_steps
+        return bool(every) and (self.batches_trained % every == 0 or self.trainer.should_stop)
 
     def _stop_if_nonfinite(self, host_metrics: dict[str, torch.Tensor], batch_idx: int) -> None:
         """Stop a diverged run. Checked on logging steps only, on the values read back for logging:

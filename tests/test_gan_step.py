@@ -218,3 +218,14 @@ def test_without_a_gpu_optimizer_steps_stop_looking_for_nvml(cfg_factory, monkey
     # (each step() checks whether a GPU is capturing a CUDA graph).
     assert probes["setup"] >= 1 and probes["training"] == 0 and trainer.global_step == 8
     assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "0"
+
+
+def test_a_barebones_trainer_trains_the_module(cfg_factory):
+    """bench/bench.py's Lightning floor: ``barebones=True`` sets ``log_every_n_steps`` to 0 (the
+    logging-step rule divided by it: ZeroDivisionError in the first batch)."""
+    cfg = cfg_factory()
+    gan = instantiate(cfg.model)
+    before = _snapshot(gan.generator)
+    trainer = L.Trainer(barebones=True, accelerator="cpu", max_epochs=1, limit_train_batches=2, limit_val_batches=0)
+    trainer.fit(gan, datamodule=instantiate(cfg.data))
+    assert trainer.log_every_n_steps == 0 and gan.batches_trained == 2 and _changed(before, gan.generator)

@@ -49,3 +49,11 @@ def test_a_net_can_be_swapped_from_the_command_line():
     swapped = _resolved("model/discriminator=dcgan")
     assert swapped["model"]["discriminator"]["_target_"] == "src.models.DCGANDiscriminator"
     assert swapped["model"]["generator"]["_target_"] == "src.models.MLPGenerator"
+
+
+def test_the_cgan_with_the_searched_recipe_is_an_experiment_and_not_the_default():
+    searched, default = _resolved("experiment=cgan_hinge_fashion_mnist"), _resolved("model=cgan")
+    assert searched["data"]["name"] == "fashion_mnist" and searched["model"]["generator"] == default["model"]["generator"]
+    recipe = {key: searched["model"][key] for key in ("loss", "lr", "r1_gamma")} | {"optimizer.betas": searched["model"]["optimizer"]["betas"]}
+    assert recipe == SEARCHED_RECIPE
+    assert (default["model"]["loss"], default["model"]["lr"]) == ("bce", 5.0e-4)

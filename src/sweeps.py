@@ -45,11 +45,11 @@ HIGHER_IS_BETTER = ("score", "acc", "entropy", "precision", "recall", "density",
 LOWER_IS_BETTER = ("fid", "kid", "loss")  # checked first: val/fid_over_coverage is a distance, not a coverage
 
 
-MAX_JOB_DIRNAME = 120  # characters; Linux refuses names over 255 bytes
+MAX_JOB_DIRNAME = 120  # bytes in UTF-8; file systems refuse names over 255
 
 
 def job_dirname(num: int | str, overrides: str) -> str:
-    """A job's folder name: its number and its overrides, cut to ``MAX_JOB_DIRNAME`` characters.
+    """A job's folder name: its number and its overrides, cut to ``MAX_JOB_DIRNAME`` bytes.
 
     ``conf/hydra/default.yaml`` names job folders ``${job_dirname:${hydra.job.num},${hydra.job.override_dirname}}``:
     a long override (a list of layer widths, a few sampled floats) made Hydra's own
@@ -57,7 +57,9 @@ def job_dirname(num: int | str, overrides: str) -> str:
     name too long``. The number keeps names unique; ``summary.md`` lists every job's overrides in full.
     """
     name = f"{num}_{overrides}" if overrides else str(num)
-    return name if len(name) <= MAX_JOB_DIRNAME else name[: MAX_JOB_DIRNAME - 3] + "..."
+    if len(name.encode()) <= MAX_JOB_DIRNAME:
+        return name
+    return name.encode()[: MAX_JOB_DIRNAME - 3].decode(errors="ignore") + "..."
 
 
 if not OmegaConf.has_resolver("job_dirname"):

@@ -71,6 +71,8 @@ def test_job_folder_names_are_cut_to_a_length_every_file_system_takes():
     assert job_dirname(3, "model.lr=1e-4") == "3_model.lr=1e-4" and job_dirname(0, "") == "0"
     long = job_dirname(12, "model.generator.hidden_dims=[" + ",".join(["256"] * 80) + "]")
     assert len(long) == MAX_JOB_DIRNAME and long.startswith("12_model.generator.hidden_dims=[256,") and long.endswith("...")
+    accented = job_dirname(1, "run.name=" + "é" * 200)  # two bytes each
+    assert len(accented.encode()) <= MAX_JOB_DIRNAME and accented.startswith("1_run.name=éé")
 
 
 @pytest.mark.slow

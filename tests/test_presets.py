@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 BEFORE = json.loads((Path(__file__).parent / "data" / "presets_before_net_groups.json").read_text())
 # What the recipe search changed since, on purpose and nowhere else (docs/recipes.md).
 SEARCHED_RECIPE = {"loss": "hinge", "lr": 8.0e-4, "r1_gamma": 0.1, "optimizer.betas": [0.0, 0.9]}
-CHANGED = {"model=gan": SEARCHED_RECIPE}
+CHANGED = {"model=gan": SEARCHED_RECIPE, "model=cgan": SEARCHED_RECIPE}  # model=cgan: on Fashion-MNIST (conf/recipe/)
 
 
 def _expected(override: str) -> dict:
@@ -33,7 +33,7 @@ def _expected(override: str) -> dict:
 
 def _resolved(override: str) -> dict:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[override, "paths.output_dir=/out"])
+        cfg = compose("train", overrides=[*override.split(), "paths.output_dir=/out"])
     plain = OmegaConf.to_container(cfg, resolve=False)
     plain.pop("hydra", None)
     cfg = OmegaConf.create(plain)
@@ -51,9 +51,23 @@ def test_a_net_can_be_swapped_from_the_command_line():
     assert swapped["model"]["generator"]["_target_"] == "src.models.MLPGenerator"
 
 
-def test_the_cgan_with_the_searched_recipe_is_an_experiment_and_not_the_default():
-    searched, default = _resolved("experiment=cgan_hinge_fashion_mnist"), _resolved("model=cgan")
-    assert searched["data"]["name"] == "fashion_mnist" and searched["model"]["generator"] == default["model"]["generator"]
-    recipe = {key: searched["model"][key] for key in ("loss", "lr", "r1_gamma")} | {"optimizer.betas": searched["model"]["optimizer"]["betas"]}
+def test_the_cgan_takes_the_searched_recipe_on_fashion_mnist_and_keeps_its_own_on_mnist():
+    fashion, mnist = _resolved("model=cgan data=fashion_mnist"), _resolved("model=cgan data=mnist")
+    assert fashion["model"]["generator"] == mnist["model"]["generator"]
+    recipe = {key: fashion["model"][key] for key in ("loss", "lr", "r1_gamma")} | {"optimizer.betas": fashion["model"]["optimizer"]["betas"]}
     assert recipe == SEARCHED_RECIPE
-    assert (default["model"]["loss"], default["model"]["lr"]) == ("bce", 5.0e-4)
+    assert (mnist["model"]["loss"], mnist["model"]["lr"], mnist["model"]["optimizer"]["betas"]) == ("bce", 5.0e-4, [0.5, 0.999])
+
+
+def test_a_data_set_recipe_gives_way_to_the_experiment_and_the_command_line():
+    seeds = _resolved("experiment=seed_cgan")
+    assert _resolved("experiment=seed_cgan data=fashion_mnist")["model"] == seeds["model"]
+    assert _resolved("model=cgan model.loss=bce")["model"]["loss"] == "bce"
+
+
+def test_a_model_and_data_set_without_a_recipe_of_their_own_compose():
+    assert _resolved("model=dcgan_cond data=fashion_mnist")["model"]["loss"] == "bce"
+
+
+def test_dropping_the_data_set_recipe_gives_the_preset_s_own():
+    assert _resolved("model=cgan ~recipe") == BEFORE["model=cgan"]

@@ -71,3 +71,10 @@ def test_a_model_and_data_set_without_a_recipe_of_their_own_compose():
 
 def test_dropping_the_data_set_recipe_gives_the_preset_s_own():
     assert _resolved("model=cgan ~recipe") == BEFORE["model=cgan"]
+
+
+def test_the_beta1_0_experiment_is_the_mnist_cgan_with_only_adam_s_beta1_changed():
+    experiment, preset = _resolved("experiment=cgan_beta1_0_mnist"), _resolved("model=cgan data=mnist")
+    assert experiment["model"]["optimizer"].pop("betas") == [0.0, 0.999]
+    assert preset["model"]["optimizer"].pop("betas") == [0.5, 0.999]
+    assert experiment == preset

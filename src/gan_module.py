@@ -27,6 +27,13 @@ from src.errors import ConfigError, NonFiniteLossError
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
 
+def linear_decay(epoch: int, max_epochs: int, decay_epochs: int) -> float:
+    """The learning rate's factor in ``epoch`` (0-based): 1 until the last ``decay_epochs`` epochs of
+    ``max_epochs``, then ``decay_epochs / (decay_epochs + 1)``, ... down to ``1 / (decay_epochs + 1)``
+    in the last one (pix2pix / CycleGAN's linear decay, whose last epoch still trains)."""
+    return min(1.0, (max_epochs - epoch) / (decay_epochs + 1))
+
+
 def per_rank_seed(seed: int, epoch: int, rank: int) -> int:
     """A well-mixed seed for one (run, epoch, rank): ranks draw different noise, resumes the same."""
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
@@ -45,7 +52,8 @@ class GAN(L.LightningModule):
     on what was measured to help): ``loss`` (``bce``, ``hinge``,
     ``wgan_gp`` with its gradient penalty weighted ``gp_weight``), ``r1_gamma`` (R1 penalty on
     real images), ``label_smoothing`` (one-sided, bce only), ``ema_decay`` (an exponential moving
-    average of G's weights, used by ``sample``), ``lr_g``/``lr_d`` (TTUR). ``torch_compile``
+    average of G's weights, used by ``sample``), ``lr_g``/``lr_d`` (TTUR), ``lr_decay_epochs`` (both rates fall linearly over the last
+    epochs of ``trainer.max_epochs``, see :func:`linear_decay`). ``torch_compile``
     compiles G and D with ``torch.compile``.
     """
 
@@ -66,6 +74,7 @@ class GAN(L.LightningModule):
         n_critic: int = 1,
         label_smoothing: float = 0.0,
         ema_decay: float | None = None,
+        lr_decay_epochs: int = 0,
         torch_compile: bool = False,
     ) -> None:
         super().__init__()
@@ -157,6 +166,12 @@ class GAN(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         torch.manual_seed(per_rank_seed(self.hparams.seed, self.current_epoch, self.global_rank))
+        # Manual optimization steps its schedulers itself. Stepping up to this epoch here, rather
+        # than once at each epoch's end, keeps a resumed run on schedule whichever hook saved its
+        # checkpoint (ModelCheckpoint saves after validation, before on_train_epoch_end).
+        for scheduler in self.lr_schedulers() or []:
+            while scheduler.last_epoch < self.current_epoch:
+                scheduler.step()
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         real, real_labels = batch
@@ -301,8 +316,20 @@ class GAN(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.batches_trained = checkpoint.get("batches_trained", 0)
 
-    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+    def build_optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+        """G's and D's optimizers, without a trainer (``src/train.py`` checks the config with them)."""
         lr = self.hparams.lr
         opt_g = self.optimizer_factory(self.generator.parameters(), lr=self.hparams.lr_g or lr)
         opt_d = self.optimizer_factory(self.discriminator.parameters(), lr=self.hparams.lr_d or lr)
-        return [opt_g, opt_d]
+        return opt_g, opt_d
+
+    def configure_optimizers(self):
+        optimizers = list(self.build_optimizers())
+        if not self.hparams.lr_decay_epochs:
+            return optimizers
+        # Returned to Lightning, the schedulers are saved in checkpoints and restored on resume.
+        max_epochs, decay_epochs = self.trainer.max_epochs, self.hparams.lr_decay_epochs
+        schedulers = [
+            torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: linear_decay(epoch, max_epochs, decay_epochs)) for opt in optimizers
+        ]
+        return optimizers, schedulers

@@ -115,7 +115,7 @@ def check_optimizers(model: L.LightningModule, model_config: DictConfig) -> None
     """Build the optimizers once, before any file is written: arguments the configured class
     does not take (``model.optimizer._target_=torch.optim.SGD`` keeps Adam's ``betas``) are one line."""
     try:
-        model.configure_optimizers()
+        model.build_optimizers()
     except (TypeError, ValueError) as err:
         target = OmegaConf.select(model_config, "optimizer._target_")
         given = sorted(k for k in (model_config.get("optimizer") or {}) if not str(k).startswith("_"))

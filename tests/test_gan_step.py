@@ -9,6 +9,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from src.gan_module import linear_decay
 from src.train import train
 
 
@@ -138,11 +139,18 @@ def test_unconditional_model_ignores_no_label_and_conditional_requires_one(cfg_f
 
 def test_one_key_sets_both_learning_rates_and_separate_rates_override(cfg_factory):
     gan = instantiate(cfg_factory("model.lr=1e-3").model)
-    opt_g, opt_d = gan.configure_optimizers()
+    opt_g, opt_d = gan.build_optimizers()
     assert opt_g.param_groups[0]["lr"] == opt_d.param_groups[0]["lr"] == 1e-3
     gan = instantiate(cfg_factory("model.lr=1e-3", "model.lr_d=4e-3").model)
-    opt_g, opt_d = gan.configure_optimizers()
+    opt_g, opt_d = gan.build_optimizers()
     assert (opt_g.param_groups[0]["lr"], opt_d.param_groups[0]["lr"]) == (1e-3, 4e-3)
+
+
+def test_linear_decay_lowers_the_rate_over_the_last_epochs_only():
+    factors = [linear_decay(epoch, max_epochs=20, decay_epochs=10) for epoch in range(20)]
+    assert factors[:10] == [1.0] * 10
+    assert factors[10:] == pytest.approx([k / 11 for k in range(10, 0, -1)])  # the last epoch still trains, at 1/11
+    assert linear_decay(0, max_epochs=5, decay_epochs=5) == pytest.approx(5 / 6)  # the whole run decays
 
 
 def test_fixed_noise_is_seeded_and_identical_across_builds(cfg_factory):

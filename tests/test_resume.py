@@ -59,6 +59,26 @@ def test_resume_gives_the_same_weights_and_metrics_as_one_go(cfg_factory, tmp_pa
         assert last_epoch and all(resumed_values[step] == value for step, value in last_epoch.items()), tag
 
 
+def test_lr_decay_follows_the_schedule_and_a_resumed_run_keeps_it(cfg_factory, tmp_path):
+    """The last two of three epochs train at 2/3 and 1/3 of the rate. A run stopped after two
+    epochs (max_steps) and resumed reaches the same weights and optimizer states as one that
+    trained straight through: the schedule is saved in checkpoints and caught up on resume."""
+    model = ["model=gan", "model.lr=1e-3", "model.lr_decay_epochs=2", "trainer.max_epochs=3", *EPOCH]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(cfg_factory(*model, output_dir=straight))
+    train(cfg_factory(*model, "+trainer.max_steps=16", output_dir=resumed))  # two epochs of 4 D + 4 G steps
+    stopped = _weights(resumed)
+    assert stopped["epoch"] == 1 and [group["lr"] for group in stopped["optimizer_states"][0]["param_groups"]] == [pytest.approx(2e-3 / 3)]
+    train(cfg_factory(*model, "ckpt_path=last", output_dir=resumed))
+    expected, actual = _weights(straight), _weights(resumed)
+    assert actual["global_step"] == expected["global_step"] == 3 * 8
+    for state in (expected, actual):
+        assert [group["lr"] for opt in state["optimizer_states"] for group in opt["param_groups"]] == [pytest.approx(1e-3 / 3)] * 2
+        assert [scheduler["last_epoch"] for scheduler in state["lr_schedulers"]] == [2, 2]
+    for name, value in expected["state_dict"].items():
+        assert torch.equal(value, actual["state_dict"][name]), name
+
+
 def test_nonfinite_loss_stops_with_the_batch_and_loss_named(cfg_factory):
     # A learning rate this large sends the weights to inf within a few steps.
     cfg = cfg_factory("model.lr=1e30", "trainer.max_epochs=2")

@@ -329,7 +329,5 @@ class GAN(L.LightningModule):
             return optimizers
         # Returned to Lightning, the schedulers are saved in checkpoints and restored on resume.
         max_epochs, decay_epochs = self.trainer.max_epochs, self.hparams.lr_decay_epochs
-        schedulers = [
-            torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: linear_decay(epoch, max_epochs, decay_epochs)) for opt in optimizers
-        ]
+        schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: linear_decay(epoch, max_epochs, decay_epochs)) for opt in optimizers]
         return optimizers, schedulers

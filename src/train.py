@@ -71,7 +71,16 @@ def _instantiate_dict(section: DictConfig | None, group: str) -> list:
 
 # What a run's HParams row shows besides the config choices, the learning rates, betas and EMA
 # (shown as they act) and the job's own overrides: the other values a sweep varies most.
-HPARAM_KEYS = ("data.batch_size", "model.loss", "model.n_critic", "model.r1_gamma", "model.label_smoothing", "trainer.max_epochs", "seed")
+HPARAM_KEYS = (
+    "data.batch_size",
+    "model.loss",
+    "model.n_critic",
+    "model.r1_gamma",
+    "model.label_smoothing",
+    "model.lr_decay_epochs",
+    "trainer.max_epochs",
+    "seed",
+)
 
 
 def _hparam_value(value):

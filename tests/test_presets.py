@@ -61,17 +61,26 @@ def test_a_net_can_be_swapped_from_the_command_line():
     assert swapped["model"]["generator"]["_target_"] == "src.models.MLPGenerator"
 
 
-def test_the_cgan_takes_the_searched_recipe_on_fashion_mnist_and_keeps_its_own_on_mnist():
+def test_the_cgan_takes_the_searched_recipe_on_fashion_mnist_and_its_mnist_recipe_on_mnist():
     fashion, mnist = _resolved("model=cgan data=fashion_mnist"), _resolved("model=cgan data=mnist")
     assert fashion["model"]["generator"] == mnist["model"]["generator"]
     recipe = {key: fashion["model"][key] for key in ("loss", "lr", "r1_gamma")} | {"optimizer.betas": fashion["model"]["optimizer"]["betas"]}
-    assert recipe == SEARCHED_RECIPE
-    assert (mnist["model"]["loss"], mnist["model"]["lr"], mnist["model"]["optimizer"]["betas"]) == ("bce", 5.0e-4, [0.5, 0.999])
+    assert recipe == SEARCHED_RECIPE and fashion["model"]["lr_decay_epochs"] == 0
+    assert (mnist["model"]["loss"], mnist["model"]["lr"], mnist["model"]["r1_gamma"]) == ("bce", 5.0e-4, 0.0)
+    assert (mnist["model"]["optimizer"]["betas"], mnist["model"]["lr_decay_epochs"]) == ([0.0, 0.999], 5)
+
+
+def test_the_mnist_recipe_changes_only_beta1_and_the_decay_of_the_cgan_s_own():
+    recipe, own = _resolved("model=cgan data=mnist"), _resolved("model=cgan data=mnist ~recipe")
+    assert (recipe["model"]["optimizer"].pop("betas"), own["model"]["optimizer"].pop("betas")) == ([0.0, 0.999], [0.5, 0.999])
+    assert (recipe["model"].pop("lr_decay_epochs"), own["model"].pop("lr_decay_epochs")) == (5, 0)
+    assert recipe == own
 
 
 def test_a_data_set_recipe_gives_way_to_the_experiment_and_the_command_line():
-    seeds = _resolved("experiment=seed_cgan")
-    assert _resolved("experiment=seed_cgan data=fashion_mnist")["model"] == seeds["model"]
+    seeds = _with_added_keys("experiment=seed_cgan")["model"]
+    for data in ("fashion_mnist", "mnist"):  # the seeds' exact recipe on either, no data set recipe's key left over
+        assert _resolved(f"experiment=seed_cgan data={data}")["model"] == seeds, data
     assert _resolved("model=cgan model.loss=bce")["model"]["loss"] == "bce"
 
 
@@ -81,10 +90,3 @@ def test_a_model_and_data_set_without_a_recipe_of_their_own_compose():
 
 def test_dropping_the_data_set_recipe_gives_the_preset_s_own():
     assert _resolved("model=cgan ~recipe") == _with_added_keys("model=cgan")
-
-
-def test_the_beta1_0_experiment_is_the_mnist_cgan_with_only_adam_s_beta1_changed():
-    experiment, preset = _resolved("experiment=cgan_beta1_0_mnist"), _resolved("model=cgan data=mnist")
-    assert experiment["model"]["optimizer"].pop("betas") == [0.0, 0.999]
-    assert preset["model"]["optimizer"].pop("betas") == [0.5, 0.999]
-    assert experiment == preset

@@ -73,7 +73,7 @@ RULES = (
     ("model.r1_gamma", lambda v: _number(v) and v >= 0, "zero (off) or a positive number"),
     ("model.n_critic", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a positive integer (D steps per G step)"),
     ("model.label_smoothing", lambda v: _number(v) and 0 <= v < 1, "in [0, 1)"),
-    ("model.lr_decay_epochs", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "zero (constant) or a positive integer (epochs)"),
+    ("model.lr_decay_fraction", lambda v: _number(v) and 0 <= v <= 1, "in [0, 1]: the last share of trainer.max_epochs that decays (0 = constant)"),
     ("model.ema_decay", lambda v: v is None or (_number(v) and 0 < v < 1), "in (0, 1), or null (off)"),
     ("model.discriminator.dropout", lambda v: _number(v) and 0 <= v < 1, "in [0, 1) (0 = off)"),
     ("data.loader", lambda v: v in LOADERS, f"one of {LOADERS}"),
@@ -117,12 +117,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"model.label_smoothing softens the bce loss's real target; model.loss={OmegaConf.select(cfg, 'model.loss')} has no target to soften"
         )
-    decay_epochs = OmegaConf.select(cfg, "model.lr_decay_epochs", default=0)
-    max_epochs = OmegaConf.select(cfg, "trainer.max_epochs", default=None)
-    if decay_epochs and not (isinstance(max_epochs, int) and decay_epochs <= max_epochs):
+    if OmegaConf.select(cfg, "model.lr_decay_fraction", default=0) and OmegaConf.select(cfg, "trainer.max_epochs", default=None) is None:
         raise ConfigError(
-            f"model.lr_decay_epochs={decay_epochs} lowers the learning rate over the last epochs of trainer.max_epochs={max_epochs}: "
-            f"set trainer.max_epochs to at least {decay_epochs}, or model.lr_decay_epochs=0 for a constant rate"
+            "model.lr_decay_fraction decays the learning rate over the last share of trainer.max_epochs, which is null: "
+            "set trainer.max_epochs, or model.lr_decay_fraction=0 for a constant rate"
         )
     callbacks = cfg.get("callbacks") or {}
     if callbacks.get("best_checkpoint") and not callbacks.get("sample_quality"):

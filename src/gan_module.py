@@ -27,6 +27,12 @@ from src.errors import ConfigError, NonFiniteLossError
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
 
+def decay_epochs(fraction: float, max_epochs: int) -> int:
+    """How many of the last epochs decay: ``fraction`` of ``max_epochs``, rounded half up. A share,
+    not a count, so a shortened run (``trainer.max_epochs=3``) decays over the same share of itself."""
+    return math.floor(fraction * max_epochs + 0.5)
+
+
 def linear_decay(epoch: int, max_epochs: int, decay_epochs: int) -> float:
     """The learning rate's factor in ``epoch`` (0-based): 1 until the last ``decay_epochs`` epochs of
     ``max_epochs``, then ``decay_epochs / (decay_epochs + 1)``, ... down to ``1 / (decay_epochs + 1)``
@@ -52,8 +58,8 @@ class GAN(L.LightningModule):
     on what was measured to help): ``loss`` (``bce``, ``hinge``,
     ``wgan_gp`` with its gradient penalty weighted ``gp_weight``), ``r1_gamma`` (R1 penalty on
     real images), ``label_smoothing`` (one-sided, bce only), ``ema_decay`` (an exponential moving
-    average of G's weights, used by ``sample``), ``lr_g``/``lr_d`` (TTUR), ``lr_decay_epochs`` (both rates fall linearly over the last
-    epochs of ``trainer.max_epochs``, see :func:`linear_decay`). ``torch_compile``
+    average of G's weights, used by ``sample``), ``lr_g``/``lr_d`` (TTUR), ``lr_decay_fraction`` (both rates fall linearly over that
+    last share of ``trainer.max_epochs``, see :func:`decay_epochs` and :func:`linear_decay`). ``torch_compile``
     compiles G and D with ``torch.compile``.
     """
 
@@ -74,7 +80,7 @@ class GAN(L.LightningModule):
         n_critic: int = 1,
         label_smoothing: float = 0.0,
         ema_decay: float | None = None,
-        lr_decay_epochs: int = 0,
+        lr_decay_fraction: float = 0.0,
         torch_compile: bool = False,
     ) -> None:
         super().__init__()
@@ -325,9 +331,10 @@ class GAN(L.LightningModule):
 
     def configure_optimizers(self):
         optimizers = list(self.build_optimizers())
-        if not self.hparams.lr_decay_epochs:
+        max_epochs = self.trainer.max_epochs
+        decaying = decay_epochs(self.hparams.lr_decay_fraction, max_epochs)
+        if not decaying:
             return optimizers
         # Returned to Lightning, the schedulers are saved in checkpoints and restored on resume.
-        max_epochs, decay_epochs = self.trainer.max_epochs, self.hparams.lr_decay_epochs
-        schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: linear_decay(epoch, max_epochs, decay_epochs)) for opt in optimizers]
+        schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: linear_decay(epoch, max_epochs, decaying)) for opt in optimizers]
         return optimizers, schedulers

@@ -77,7 +77,7 @@ HPARAM_KEYS = (
     "model.n_critic",
     "model.r1_gamma",
     "model.label_smoothing",
-    "model.lr_decay_epochs",
+    "model.lr_decay_fraction",
     "trainer.max_epochs",
     "seed",
 )

@@ -9,7 +9,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from src.gan_module import linear_decay
+from src.gan_module import decay_epochs, linear_decay
 from src.train import train
 
 
@@ -151,6 +151,11 @@ def test_linear_decay_lowers_the_rate_over_the_last_epochs_only():
     assert factors[:10] == [1.0] * 10
     assert factors[10:] == pytest.approx([k / 11 for k in range(10, 0, -1)])  # the last epoch still trains, at 1/11
     assert linear_decay(0, max_epochs=5, decay_epochs=5) == pytest.approx(5 / 6)  # the whole run decays
+
+
+def test_the_decaying_share_of_a_run_is_rounded_to_whole_epochs():
+    assert [decay_epochs(0.25, max_epochs) for max_epochs in (20, 10, 3, 1)] == [5, 3, 1, 0]  # 2.5 rounds up; 0.25 epochs: none
+    assert decay_epochs(0.0, 20) == 0 and decay_epochs(1.0, 20) == 20
 
 
 def test_fixed_noise_is_seeded_and_identical_across_builds(cfg_factory):

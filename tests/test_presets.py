@@ -18,7 +18,7 @@ BEFORE = json.loads((Path(__file__).parent / "data" / "presets_before_net_groups
 SEARCHED_RECIPE = {"loss": "hinge", "lr": 8.0e-4, "r1_gamma": 0.1, "optimizer.betas": [0.0, 0.9]}
 CHANGED = {"model=gan": SEARCHED_RECIPE, "model=cgan": SEARCHED_RECIPE}  # model=cgan: on Fashion-MNIST (conf/recipe/)
 # Keys added to every model since, at the value that trains as the snapshot's config did.
-ADDED = {"lr_decay_epochs": 0}
+ADDED = {"lr_decay_fraction": 0.0}
 
 
 def _with_added_keys(override: str) -> dict:
@@ -65,15 +65,15 @@ def test_the_cgan_takes_the_searched_recipe_on_fashion_mnist_and_its_mnist_recip
     fashion, mnist = _resolved("model=cgan data=fashion_mnist"), _resolved("model=cgan data=mnist")
     assert fashion["model"]["generator"] == mnist["model"]["generator"]
     recipe = {key: fashion["model"][key] for key in ("loss", "lr", "r1_gamma")} | {"optimizer.betas": fashion["model"]["optimizer"]["betas"]}
-    assert recipe == SEARCHED_RECIPE and fashion["model"]["lr_decay_epochs"] == 0
+    assert recipe == SEARCHED_RECIPE and fashion["model"]["lr_decay_fraction"] == 0
     assert (mnist["model"]["loss"], mnist["model"]["lr"], mnist["model"]["r1_gamma"]) == ("bce", 5.0e-4, 0.0)
-    assert (mnist["model"]["optimizer"]["betas"], mnist["model"]["lr_decay_epochs"]) == ([0.0, 0.999], 5)
+    assert (mnist["model"]["optimizer"]["betas"], mnist["model"]["lr_decay_fraction"]) == ([0.0, 0.999], 0.25)
 
 
 def test_the_mnist_recipe_changes_only_beta1_and_the_decay_of_the_cgan_s_own():
     recipe, own = _resolved("model=cgan data=mnist"), _resolved("model=cgan data=mnist ~recipe")
     assert (recipe["model"]["optimizer"].pop("betas"), own["model"]["optimizer"].pop("betas")) == ([0.0, 0.999], [0.5, 0.999])
-    assert (recipe["model"].pop("lr_decay_epochs"), own["model"].pop("lr_decay_epochs")) == (5, 0)
+    assert (recipe["model"].pop("lr_decay_fraction"), own["model"].pop("lr_decay_fraction")) == (0.25, 0)
     assert recipe == own
 
 

@@ -60,10 +60,10 @@ def test_resume_gives_the_same_weights_and_metrics_as_one_go(cfg_factory, tmp_pa
 
 
 def test_lr_decay_follows_the_schedule_and_a_resumed_run_keeps_it(cfg_factory, tmp_path):
-    """The last two of three epochs train at 2/3 and 1/3 of the rate. A run stopped after two
+    """The last two thirds of three epochs train at 2/3 and 1/3 of the rate. A run stopped after two
     epochs (max_steps) and resumed reaches the same weights and optimizer states as one that
     trained straight through: the schedule is saved in checkpoints and caught up on resume."""
-    model = ["model=gan", "model.lr=1e-3", "model.lr_decay_epochs=2", "trainer.max_epochs=3", *EPOCH]
+    model = ["model=gan", "model.lr=1e-3", "model.lr_decay_fraction=0.67", "trainer.max_epochs=3", *EPOCH]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     train(cfg_factory(*model, output_dir=straight))
     train(cfg_factory(*model, "+trainer.max_steps=16", output_dir=resumed))  # two epochs of 4 D + 4 G steps

@@ -92,7 +92,7 @@ def test_the_hparams_tab_gets_the_runs_hyperparameters_with_its_final_figures(cf
     assert hparams["model.lr_d"] == pytest.approx(3e-4) and hparams["model.lr_g"] == hparams["model.lr"] == pytest.approx(cfg.model.lr)
     assert hparams["model.beta1"] == cfg.model.optimizer.betas[0] and hparams["model.beta2"] == pytest.approx(cfg.model.optimizer.betas[1])
     assert hparams["model.ema_decay"] == pytest.approx(0.999) and hparams["model.loss"] == cfg.model.loss
-    assert hparams["model.r1_gamma"] == pytest.approx(cfg.model.r1_gamma) and hparams["model.lr_decay_epochs"] == 0
+    assert hparams["model.r1_gamma"] == pytest.approx(cfg.model.r1_gamma) and hparams["model.lr_decay_fraction"] == 0
     assert hparams["data.batch_size"] == 32 and hparams["seed"] == 42 and hparams["data.name"] == "fashion_mnist"
     quality = {"val/fid", "val/kid", "val/precision", "val/recall", "val/density", "val/coverage", "val/classifier_score", "val/class_entropy"}
     assert quality | {"train/d_loss", "train/g_loss"} <= set(plugin["metrics"])

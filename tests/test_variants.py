@@ -199,9 +199,9 @@ def test_preset_fast_dev_run(cfg_factory, experiment):
         ("model.n_critic=0", "model.n_critic must be a positive integer"),
         ("model.ema_decay=1.5", "model.ema_decay must be in"),
         ("model.label_smoothing=0.1 model.loss=hinge", "has no target to soften"),
-        ("model.lr_decay_epochs=-1", "model.lr_decay_epochs must be zero"),
-        ("model.lr_decay_epochs=5 trainer.max_epochs=3", r"trainer.max_epochs=3: set trainer.max_epochs to at least 5"),
-        ("model.lr_decay_epochs=5 trainer.max_epochs=null", "trainer.max_epochs=None"),
+        ("model.lr_decay_fraction=1.5", r"model.lr_decay_fraction must be in \[0, 1\]: the last share of trainer.max_epochs"),
+        ("model.lr_decay_fraction=-0.1", r"model.lr_decay_fraction must be in \[0, 1\]"),
+        ("model.lr_decay_fraction=0.25 trainer.max_epochs=null", "trainer.max_epochs, which is null: set trainer.max_epochs"),
     ],
 )
 def test_bad_training_options_name_the_key(cfg_factory, override, message):

@@ -58,9 +58,9 @@ class GAN(L.LightningModule):
     on what was measured to help): ``loss`` (``bce``, ``hinge``,
     ``wgan_gp`` with its gradient penalty weighted ``gp_weight``), ``r1_gamma`` (R1 penalty on
     real images), ``label_smoothing`` (one-sided, bce only), ``ema_decay`` (an exponential moving
-    average of G's weights, used by ``sample``), ``lr_g``/``lr_d`` (TTUR), ``lr_decay_fraction`` (both rates fall linearly over that
-    last share of ``trainer.max_epochs``, see :func:`decay_epochs` and :func:`linear_decay`). ``torch_compile``
-    compiles G and D with ``torch.compile``.
+    average of G's weights, used by ``sample``), ``lr_g``/``lr_d`` (TTUR), ``lr_decay_fraction``
+    (both rates fall linearly over that last share of ``trainer.max_epochs``: :func:`decay_epochs`,
+    :func:`linear_decay`). ``torch_compile`` compiles G and D with ``torch.compile``.
     """
 
     def __init__(

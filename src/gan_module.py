@@ -174,7 +174,7 @@ class GAN(L.LightningModule):
         torch.manual_seed(per_rank_seed(self.hparams.seed, self.current_epoch, self.global_rank))
         # Manual optimization steps its schedulers itself. Stepping up to this epoch here, rather
         # than once at each epoch's end, keeps a resumed run on schedule whichever hook saved its
-        # checkpoint (ModelCheckpoint saves after validation, before on_train_epoch_end).
+        # checkpoint (after validation, or at the epoch's end before or after this module's hook).
         for scheduler in self.lr_schedulers() or []:
             while scheduler.last_epoch < self.current_epoch:
                 scheduler.step()

@@ -175,9 +175,15 @@ class GAN(L.LightningModule):
         # Manual optimization steps its schedulers itself. Stepping up to this epoch here, rather
         # than once at each epoch's end, keeps a resumed run on schedule whichever hook saved its
         # checkpoint (after validation, or at the epoch's end before or after this module's hook).
-        for scheduler in self.lr_schedulers() or []:
+        schedulers = self.lr_schedulers() or []
+        for scheduler in schedulers:
             while scheduler.last_epoch < self.current_epoch:
                 scheduler.step()
+        if schedulers:  # the epoch's rates, one point per epoch in TensorBoard
+            opt_g, opt_d = self.optimizers()
+            rates = {"train/lr_g": opt_g.param_groups[0]["lr"], "train/lr_d": opt_d.param_groups[0]["lr"]}
+            # The same on every rank; synced so that Lightning does not warn under DDP.
+            self.log_dict(rates, on_step=False, on_epoch=True, batch_size=1, sync_dist=True)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         real, real_labels = batch

@@ -77,6 +77,10 @@ def test_lr_decay_follows_the_schedule_and_a_resumed_run_keeps_it(cfg_factory, t
         assert [scheduler["last_epoch"] for scheduler in state["lr_schedulers"]] == [2, 2]
     for name, value in expected["state_dict"].items():
         assert torch.equal(value, actual["state_dict"][name]), name
+    # TensorBoard shows each epoch's rates, in the resumed run too.
+    for run_dir in (straight, resumed):
+        for tag in ("train/lr_g", "train/lr_d"):
+            assert list(_scalars(run_dir, tag).values()) == pytest.approx([1e-3, 2e-3 / 3, 1e-3 / 3]), (run_dir.name, tag)
 
 
 def test_nonfinite_loss_stops_with_the_batch_and_loss_named(cfg_factory):

@@ -27,7 +27,7 @@ data: install ## Provision MNIST and Fashion-MNIST into DATA_DIR (default: data/
 classifiers: data ## Verify the pinned classifiers of the quality metrics (FID, cond_acc ...) and measure their test accuracy
 	$(PY) -m src.metrics.classifier check --root $(DATA_DIR)
 
-train: data ## Train the default config (seed GAN, Fashion-MNIST); ARGS="model=cgan ..." to change it
+train: data ## Train the default config (gan on Fashion-MNIST: the seed GAN's nets, the searched recipe); ARGS="model=cgan ..." to change it
 	$(PY) -m src.train paths.data_dir=$(DATA_DIR) $(ARGS)
 
 test: install ## Run the whole test suite (the slow end-to-end tests included)

@@ -33,11 +33,11 @@ def decay_epochs(fraction: float, max_epochs: int) -> int:
     return math.floor(fraction * max_epochs + 0.5)
 
 
-def linear_decay(epoch: int, max_epochs: int, decay_epochs: int) -> float:
-    """The learning rate's factor in ``epoch`` (0-based): 1 until the last ``decay_epochs`` epochs of
-    ``max_epochs``, then ``decay_epochs / (decay_epochs + 1)``, ... down to ``1 / (decay_epochs + 1)``
-    in the last one (pix2pix / CycleGAN's linear decay, whose last epoch still trains)."""
-    return min(1.0, (max_epochs - epoch) / (decay_epochs + 1))
+def linear_decay(epoch: int, max_epochs: int, decaying: int) -> float:
+    """The learning rate's factor in ``epoch`` (0-based): 1 until the last ``decaying`` epochs of
+    ``max_epochs``, then ``decaying / (decaying + 1)``, ... down to ``1 / (decaying + 1)`` in the
+    last one (pix2pix / CycleGAN's linear decay, whose last epoch still trains)."""
+    return min(1.0, (max_epochs - epoch) / (decaying + 1))
 
 
 def per_rank_seed(seed: int, epoch: int, rank: int) -> int:

@@ -147,10 +147,10 @@ def test_one_key_sets_both_learning_rates_and_separate_rates_override(cfg_factor
 
 
 def test_linear_decay_lowers_the_rate_over_the_last_epochs_only():
-    factors = [linear_decay(epoch, max_epochs=20, decay_epochs=10) for epoch in range(20)]
+    factors = [linear_decay(epoch, max_epochs=20, decaying=10) for epoch in range(20)]
     assert factors[:10] == [1.0] * 10
     assert factors[10:] == pytest.approx([k / 11 for k in range(10, 0, -1)])  # the last epoch still trains, at 1/11
-    assert linear_decay(0, max_epochs=5, decay_epochs=5) == pytest.approx(5 / 6)  # the whole run decays
+    assert linear_decay(0, max_epochs=5, decaying=5) == pytest.approx(5 / 6)  # the whole run decays
 
 
 def test_the_decaying_share_of_a_run_is_rounded_to_whole_epochs():

@@ -22,6 +22,7 @@ from hydra.experimental.callback import Callback as HydraCallback
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from src.augment import AUGMENTATIONS, parse_policy
 from src.data.datamodule import LOADERS
 from src.errors import ConfigError, release_stderr, user_errors
 from src.losses import LOSSES
@@ -65,6 +66,18 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _augmentation_policy(value: Any) -> bool:
+    if value is None:
+        return True
+    if not (isinstance(value, str) or OmegaConf.is_list(value)) or not value:
+        return False
+    try:
+        parse_policy(value)
+    except ValueError:
+        return False
+    return True
+
+
 # The values a training config accepts beyond "a positive number" (NUMBERS), in one place: the
 # constructors take them as given. (key, accepts(value), what it accepts); a missing key is not checked.
 RULES = (
@@ -74,6 +87,8 @@ RULES = (
     ("model.n_critic", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a positive integer (D steps per G step)"),
     ("model.label_smoothing", lambda v: _number(v) and 0 <= v < 1, "in [0, 1)"),
     ("model.lr_decay_fraction", lambda v: _number(v) and 0 <= v <= 1, "in [0, 1]: the last share of trainer.max_epochs that decays (0 = constant)"),
+    ("model.diffaugment", _augmentation_policy, f"null (off) or a list of {AUGMENTATIONS}, e.g. [translation,cutout]"),
+    ("model.instance_noise", lambda v: _number(v) and v >= 0, "zero (off) or a positive standard deviation"),
     ("model.ema_decay", lambda v: v is None or (_number(v) and 0 < v < 1), "in (0, 1), or null (off)"),
     ("model.discriminator.dropout", lambda v: _number(v) and 0 <= v < 1, "in [0, 1) (0 = off)"),
     ("data.loader", lambda v: v in LOADERS, f"one of {LOADERS}"),
@@ -121,6 +136,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             "model.lr_decay_fraction decays the learning rate over the last share of trainer.max_epochs, which is null: "
             "set trainer.max_epochs, or model.lr_decay_fraction=0 for a constant rate"
+        )
+    if OmegaConf.select(cfg, "model.instance_noise", default=0) and OmegaConf.select(cfg, "trainer.max_epochs", default=None) is None:
+        raise ConfigError(
+            "model.instance_noise is annealed to 0 over trainer.max_epochs, which is null: set trainer.max_epochs, or model.instance_noise=0"
         )
     callbacks = cfg.get("callbacks") or {}
     if callbacks.get("best_checkpoint") and not callbacks.get("sample_quality"):

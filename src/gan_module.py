@@ -20,11 +20,15 @@ import torch
 from torch import nn
 
 from src import losses
+from src.augment import diff_augment, noise_std, parse_policy
 from src.devices import skip_nvml_probe_without_gpu
+from src.diagnostics import collapse_diagnostics
 from src.ema import GeneratorEma
 from src.errors import ConfigError, NonFiniteLossError
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
+# The training figures the progress bar shows; the rest (penalties, src/diagnostics.py) go to the loggers only.
+PROGRESS_BAR = ("train/d_loss", "train/g_loss", "train/d_real", "train/d_fake")
 
 
 def decay_epochs(fraction: float, max_epochs: int) -> int:
@@ -60,7 +64,10 @@ class GAN(L.LightningModule):
     real images), ``label_smoothing`` (one-sided, bce only), ``ema_decay`` (an exponential moving
     average of G's weights, used by ``sample``), ``lr_g``/``lr_d`` (TTUR), ``lr_decay_fraction``
     (both rates fall linearly over that last share of ``trainer.max_epochs``: :func:`decay_epochs`,
-    :func:`linear_decay`). ``torch_compile`` compiles G and D with ``torch.compile``.
+    :func:`linear_decay`), ``diffaugment`` (a DiffAugment policy such as ``["translation", "cutout"]``
+    applied to every image D sees) and ``instance_noise`` (the starting standard deviation of
+    Gaussian noise on D's inputs, annealed to 0 over ``trainer.max_epochs``; both in
+    ``src/augment.py``). ``torch_compile`` compiles G and D with ``torch.compile``.
     """
 
     def __init__(
@@ -81,6 +88,8 @@ class GAN(L.LightningModule):
         label_smoothing: float = 0.0,
         ema_decay: float | None = None,
         lr_decay_fraction: float = 0.0,
+        diffaugment: str | list[str] | None = None,
+        instance_noise: float = 0.0,
         torch_compile: bool = False,
     ) -> None:
         super().__init__()
@@ -91,6 +100,7 @@ class GAN(L.LightningModule):
         self.generator = generator
         self.discriminator = discriminator
         self.optimizer_factory = optimizer
+        self.augmentations = parse_policy(diffaugment)
         self.latent_dim: int = generator.latent_dim
         self.num_classes: int | None = generator.num_classes
         # One D pass over real and fake together is only exact when no D layer mixes the rows of
@@ -151,7 +161,22 @@ class GAN(L.LightningModule):
         labels = torch.randint(0, self.num_classes, (batch_size,), device=self.device) if self.conditional else None
         return z, labels
 
-    def _discriminate_real_and_fake(self, real, real_labels, fake, fake_labels) -> tuple[torch.Tensor, torch.Tensor]:
+    def _d_view(self, images: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        """The images as D sees them in training: augmented and noised where the recipe asks
+        (``src/augment.py``), in the D step and in the G step alike; unchanged by default."""
+        if self.augmentations:
+            images = diff_augment(images, self.augmentations)
+        if self.hparams.instance_noise:
+            images = images + self._noise_std(batch_idx) * torch.randn_like(images)
+        return images
+
+    def _noise_std(self, batch_idx: int) -> float:
+        """Instance noise's standard deviation at this batch: its share of the whole run (by the
+        epoch and the batch within it, so a resumed run draws the same)."""
+        progress = (self.current_epoch + batch_idx / self.trainer.num_training_batches) / self.trainer.max_epochs
+        return noise_std(self.hparams.instance_noise, progress)
+
+    def _discriminate_real_and_fake(self, real, real_labels, fake, fake_labels, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         """D's logits on real and on fake images, in one forward pass over both.
 
         One pass of 2B rows does the same math as two of B rows in fewer, larger kernels. This
@@ -159,9 +184,9 @@ class GAN(L.LightningModule):
         with BatchNorm sees the real and the fake batches apart.
         """
         if self.d_mixes_batch_rows:
-            return self.discriminator(real, real_labels), self.discriminator(fake, fake_labels)
+            return self.discriminator(self._d_view(real, batch_idx), real_labels), self.discriminator(self._d_view(fake, batch_idx), fake_labels)
         labels = None if real_labels is None else torch.cat([real_labels, fake_labels])
-        logits = self.discriminator(torch.cat([real, fake]), labels)
+        logits = self.discriminator(self._d_view(torch.cat([real, fake]), batch_idx), labels)
         return logits[: real.size(0)], logits[real.size(0) :]
 
     def _scores(self, logits: torch.Tensor) -> torch.Tensor:
@@ -202,7 +227,7 @@ class GAN(L.LightningModule):
         with self.toggled_optimizer(opt_d):
             if hp.r1_gamma:
                 real = real.detach().requires_grad_(True)
-            d_real_logits, d_fake_logits = self._discriminate_real_and_fake(real, real_labels, fake.detach(), fake_labels)
+            d_real_logits, d_fake_logits = self._discriminate_real_and_fake(real, real_labels, fake.detach(), fake_labels, batch_idx)
             d_loss = losses.d_loss(hp.loss, d_real_logits, d_fake_logits, real_target=1.0 - hp.label_smoothing)
             penalties = {}
             if hp.loss == "wgan_gp":
@@ -221,7 +246,7 @@ class GAN(L.LightningModule):
         g_loss = None
         if g_step:
             with self.toggled_optimizer(opt_g):
-                g_loss = losses.g_loss(hp.loss, self.discriminator(fake, fake_labels))
+                g_loss = losses.g_loss(hp.loss, self.discriminator(self._d_view(fake, batch_idx), fake_labels))
                 opt_g.zero_grad(set_to_none=True)
                 self.manual_backward(g_loss)
                 opt_g.step()
@@ -237,7 +262,10 @@ class GAN(L.LightningModule):
             "train/d_real": self._scores(d_real_logits.detach()),
             "train/d_fake": self._scores(d_fake_logits.detach()),
             **penalties,
+            **collapse_diagnostics(self.discriminator, real, fake, real_labels, fake_labels),
         }
+        if hp.instance_noise:
+            metrics["train/instance_noise"] = torch.tensor(self._noise_std(batch_idx), device=self.device)
         # With n_critic > 1, g_loss exists on the batches that took a G step: on every logging
         # step when log_every_n_steps is a multiple of n_critic.
         if g_loss is not None:
@@ -250,7 +278,9 @@ class GAN(L.LightningModule):
         values = torch.stack([value.detach().float() for value in metrics.values()]).cpu()
         host_metrics = dict(zip(metrics, values.unbind(), strict=True))
         self._stop_if_nonfinite(host_metrics, batch_idx)
-        self.log_dict(host_metrics, prog_bar=True, batch_size=real.size(0))
+        shown = {name: value for name, value in host_metrics.items() if name in PROGRESS_BAR}
+        self.log_dict(shown, prog_bar=True, batch_size=real.size(0))
+        self.log_dict({name: value for name, value in host_metrics.items() if name not in shown}, batch_size=real.size(0))
 
     def _is_logging_step(self) -> bool:
         """Whether the loggers write this batch: Lightning's rule (every ``log_every_n_steps``-th

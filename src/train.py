@@ -78,6 +78,8 @@ HPARAM_KEYS = (
     "model.r1_gamma",
     "model.label_smoothing",
     "model.lr_decay_fraction",
+    "model.diffaugment",
+    "model.instance_noise",
     "trainer.max_epochs",
     "seed",
 )

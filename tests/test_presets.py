@@ -18,7 +18,7 @@ BEFORE = json.loads((Path(__file__).parent / "data" / "presets_before_net_groups
 SEARCHED_RECIPE = {"loss": "hinge", "lr": 8.0e-4, "r1_gamma": 0.1, "optimizer.betas": [0.0, 0.9]}
 CHANGED = {"model=gan": SEARCHED_RECIPE, "model=cgan": SEARCHED_RECIPE}  # model=cgan: on Fashion-MNIST (conf/recipe/)
 # Keys added to every model since, at the value that trains as the snapshot's config did.
-ADDED = {"lr_decay_fraction": 0.0}
+ADDED = {"lr_decay_fraction": 0.0, "diffaugment": None, "instance_noise": 0.0}
 
 
 def _with_added_keys(override: str) -> dict:

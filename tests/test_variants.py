@@ -202,6 +202,10 @@ def test_preset_fast_dev_run(cfg_factory, experiment):
         ("model.lr_decay_fraction=1.5", r"model.lr_decay_fraction must be in \[0, 1\]: the last share of trainer.max_epochs"),
         ("model.lr_decay_fraction=-0.1", r"model.lr_decay_fraction must be in \[0, 1\]"),
         ("model.lr_decay_fraction=0.25 trainer.max_epochs=null", "trainer.max_epochs, which is null: set trainer.max_epochs"),
+        ("model.diffaugment=[translation,color]", r"model.diffaugment must be null \(off\) or a list of \('translation', 'cutout'\)"),
+        ("model.diffaugment=5", "model.diffaugment must be null"),
+        ("model.instance_noise=-0.1", "model.instance_noise must be zero"),
+        ("model.instance_noise=0.1 trainer.max_epochs=null", "model.instance_noise is annealed to 0 over trainer.max_epochs, which is null"),
     ],
 )
 def test_bad_training_options_name_the_key(cfg_factory, override, message):

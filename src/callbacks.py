@@ -171,3 +171,43 @@ class RunCheckpoint(ModelCheckpoint):
         if "_state_key" not in self.__dict__:
             self.__dict__["_state_key"] = super().state_key
         return self.__dict__["_state_key"]
+
+
+class RunPosition(L.Callback):
+    """Where a run is (which epoch, how many of its batches, training or scoring), for the line an
+    interruption prints. Lightning acts on a SIGTERM at the next batch boundary, which for one
+    that lands while an epoch is scored is after that epoch: its loop counters then read the next
+    epoch beside the last one's batch count ("in epoch 1 after 3 batches" for epoch 0's scoring)."""
+
+    def __init__(self) -> None:
+        self.epoch: int | None = None
+        self.batches = 0
+        self.phase = "starting"
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epoch, self.batches, self.phase = trainer.current_epoch, 0, "training"
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        self.batches += 1
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking and self.epoch is not None:
+            self.phase = "scoring"
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.phase == "scoring":
+            self.phase = "scored"
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.phase = "ended"
+
+    def describe(self) -> str:
+        """``in epoch 2 after 17 batches``, ``while epoch 0 was scored (its 3 batches trained)``, ..."""
+        if self.epoch is None:
+            return "before the first batch"
+        batches = f"{self.batches} batch{'es' if self.batches != 1 else ''}"
+        if self.phase == "scoring":
+            return f"while epoch {self.epoch} was scored (its {batches} trained)"
+        if self.phase in ("scored", "ended"):
+            return f"at the end of epoch {self.epoch} (its {batches} trained)"
+        return f"in epoch {self.epoch} after {batches}"

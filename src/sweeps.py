@@ -15,6 +15,7 @@ import csv
 import json
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -139,10 +140,21 @@ def write_summary(sweep_dir: Path, metric: str | None, direction: str) -> list[d
     return ranked
 
 
+_FOREIGN: set[Path] = set()
+
+
+def leave_alone(job_dir: str | os.PathLike) -> None:
+    """A job refused because its folder is another run's: its row is not written there."""
+    _FOREIGN.add(Path(job_dir).resolve())
+
+
 def record_job(hydra: DictConfig, metric: str | None, status: str, value: Any, overrides: list[str], direction: str) -> None:
     """Write the job's ``job_result.json`` (with the reason from its ``error.txt``, if any) and
     rewrite the sweep's summary. ``hydra``: the job's Hydra config; ``metric``: its optimized_metric."""
     job_dir = Path(hydra.runtime.output_dir)
+    if job_dir.resolve() in _FOREIGN:
+        log.warning("job %s was refused: %s is another run's folder, left as it was", hydra.job.num, job_dir)
+        return
     metrics_file, error_file = job_dir / "metrics.json", job_dir / JOB_ERROR
     error = error_file.read_text().strip() if error_file.is_file() else ""
     if status == "completed" and error:  # main() returned NaN for a job it could not run to the end

@@ -23,11 +23,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.multiprocessing import ProcessRaisedException
 
-from src.callbacks import HParamsSummary
+from src.callbacks import HParamsSummary, RunPosition
 from src.checkpoint import (
     AtomicCheckpointIO,
     CheckpointOnInterrupt,
@@ -37,11 +38,22 @@ from src.checkpoint import (
     newest_checkpoint_callback,
     read_checkpoint,
 )
-from src.checks import check_fresh_run_dir, check_output_dir, clear_run_dir, run_lock, validate
+from src.checks import (
+    FolderTaken,
+    check_fresh_run_dir,
+    check_group_choices,
+    check_output_dir,
+    clear_run_dir,
+    restore_refused_run,
+    restore_refused_runs,
+    run_folder_in_use,
+    run_lock,
+    validate,
+)
 from src.devices import cpu_threads
 from src.errors import ConfigError, NonFiniteLossError, TrainingInterrupted, UserError, release_stderr, root_cause, run_entry_point, user_error
 from src.metrics.callback import SampleQuality
-from src.sweeps import JOB_ERROR, infer_direction, record_job
+from src.sweeps import JOB_ERROR, infer_direction, leave_alone, record_job
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +68,8 @@ def build(node: DictConfig, key: str, **kwargs):
         return instantiate(node, **kwargs)
     except InstantiationException as err:
         cause = root_cause(err)
-        if isinstance(cause, UserError) or not isinstance(cause, (TypeError, ValueError)):
+        # Lightning's MisconfigurationException is its word for a setting it can't honour here.
+        if isinstance(cause, UserError) or not isinstance(cause, (TypeError, ValueError, MisconfigurationException)):
             raise
         target = node.get("_target_", "?")
         raise ConfigError(f"{key} ({target}) refuses its settings: {str(cause).strip().splitlines()[0]}") from None
@@ -189,8 +202,9 @@ def _train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback]) -> dict[str, 
         # Other ranks read it inside fit, after rank zero has provisioned it.
         datamodule.prepare_data()
         datamodule.setup("fit")
-    interruption = CheckpointOnInterrupt()
+    interruption, position = CheckpointOnInterrupt(), RunPosition()
     callbacks = [
+        position,
         *_instantiate_dict(cfg.get("callbacks"), "callbacks"),
         StoreModelConfig(cfg.model),
         interruption,
@@ -201,11 +215,13 @@ def _train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback]) -> dict[str, 
         for callback in callbacks:
             if isinstance(callback, SampleQuality):  # the classifier and the real side, before any file
                 callback.prepare(datamodule, model)
-        if cfg.get("overwrite"):  # every check has passed: now the earlier run's outputs go
-            clear_run_dir(cfg.paths.output_dir)
     loggers = _instantiate_dict(cfg.get("logger"), "logger")
     trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
     ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), trainer, model, cfg.model)
+    if rank_zero_only.rank == 0:
+        run_folder_in_use(cfg.paths.output_dir)  # every check has passed: the command's config stays
+        if cfg.get("overwrite"):  # and now the earlier run's outputs go
+            clear_run_dir(cfg.paths.output_dir)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     try:
@@ -218,7 +234,7 @@ def _train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback]) -> dict[str, 
     except (KeyboardInterrupt, SystemExit):  # Lightning ends a Ctrl-C with sys.exit(1), a SIGTERM with SIGTERMException
         if interruption.signal is None:
             raise
-        where = f"in epoch {trainer.current_epoch} after {trainer.fit_loop.epoch_loop.batch_progress.current.processed} batches"
+        where = position.describe()
         if interruption.diverged:
             saved = (
                 f"; not saved: the weights of {' and '.join(interruption.diverged)} had become non-finite (the last end-of-epoch checkpoint stays)"
@@ -272,13 +288,19 @@ def check_launch(cfg: DictConfig, multirun: bool, launcher: str = "") -> None:
         )
 
 
-def _fail_job(message: str, multirun: bool) -> None:
-    """Print the one-line error; in a sweep also leave it in the job folder for its summary row."""
+def _fail_job(message: str, multirun: bool, foreign: bool = False) -> None:
+    """Print the one-line error; in a sweep also leave it in the job folder for its summary row,
+    unless the folder is another run's (``foreign``): then nothing is written there."""
     print(f"error: {message}", file=sys.stderr)
-    if multirun:
-        job_dir = Path(HydraConfig.get().runtime.output_dir)
-        job_dir.mkdir(parents=True, exist_ok=True)
-        (job_dir / JOB_ERROR).write_text(message + "\n")
+    job_dir = Path(HydraConfig.get().runtime.output_dir)
+    if not multirun:
+        restore_refused_run(job_dir)  # a refused command leaves the run folder as it was
+        return
+    if foreign:
+        leave_alone(job_dir)
+        return
+    job_dir.mkdir(parents=True, exist_ok=True)
+    (job_dir / JOB_ERROR).write_text(message + "\n")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -290,6 +312,8 @@ def main(cfg: DictConfig) -> float | None:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         check_launch(cfg, multirun=multirun, launcher=str(hydra_cfg.launcher.get("_target_", "")))
+        if multirun:  # a single run's choices are checked before Hydra writes (src/checks.py)
+            check_group_choices(hydra_cfg, list(hydra_cfg.overrides.task))
         metrics = train(cfg)
     except TrainingInterrupted as err:  # the whole sweep stops too: that is what the signal asked for
         _fail_job(str(err), multirun)
@@ -301,7 +325,7 @@ def main(cfg: DictConfig) -> float | None:
         shown = err if isinstance(err, NonFiniteLossError) else user_error(err)
         if shown is None:
             raise
-        _fail_job(str(shown), multirun)
+        _fail_job(str(shown), multirun, foreign=isinstance(shown, FolderTaken))
         if multirun:
             return math.nan
         raise SystemExit(1) from None
@@ -313,5 +337,13 @@ def main(cfg: DictConfig) -> float | None:
     return value
 
 
+STARTUP_INTERRUPTED = "interrupted by Ctrl-C while starting, before the first batch: nothing was trained or saved"
+
+
 if __name__ == "__main__":
-    run_entry_point(main)
+    try:
+        run_entry_point(main)
+    except KeyboardInterrupt:  # Ctrl-C before training started (during it, the run saves and says so)
+        restore_refused_runs()  # an existing run folder is left as it was
+        print(f"error: {STARTUP_INTERRUPTED}", file=sys.stderr)
+        raise SystemExit(130) from None

@@ -257,7 +257,7 @@ def test_an_interruption_does_not_save_weights_that_have_diverged(cfg_factory, t
     try:
         with pytest.raises(
             TrainingInterrupted,
-            match=r"in epoch 1 after 1 batches; not saved: the weights of D had become non-finite \(the last end-of-epoch checkpoint stays\)$",
+            match=r"in epoch 1 after 1 batch; not saved: the weights of D had become non-finite \(the last end-of-epoch checkpoint stays\)$",
         ):
             train(cfg_factory("trainer.max_epochs=2", "trainer.log_every_n_steps=3", *EPOCH), extra_callbacks=[_PoisonThenInterrupt()])
     finally:

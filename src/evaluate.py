@@ -18,12 +18,13 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from src.checkpoint import load_model
-from src.checks import COMMAND_NUMBERS, MIN_SAMPLES, check_numbers, check_output_file
+from src.checks import COMMAND_NUMBERS, MIN_SAMPLES, check_numbers
 from src.data.provision import DATASETS, raw_folder
 from src.devices import cpu_threads
 from src.errors import ConfigError, release_stderr, run_entry_point, user_errors
 from src.metrics.classifier import load_classifier, load_split
 from src.metrics.quality import QualityMetrics, fixed_inputs, generate
+from src.outputs import check_output_files
 
 
 def run_config(ckpt_path: Path) -> DictConfig | None:
@@ -69,7 +70,7 @@ def evaluate(cfg: DictConfig) -> dict:
             f"num_samples must be an integer of at least {MIN_SAMPLES} (the k-NN metrics need more than 5 images), got {cfg.num_samples}"
         )
     if cfg.output or Path(cfg.ckpt_path).is_file():  # before the scoring, not after it
-        check_output_file(output_path(cfg))
+        check_output_files([output_path(cfg)], "output" if cfg.output else None, inputs=[cfg.ckpt_path, cfg.get("classifier")])
     model = load_model(cfg.ckpt_path, map_location=cfg.device)
     name, data_dir = resolve_data(cfg)
     if model.num_classes not in (None, 10):

@@ -27,6 +27,7 @@ from src.devices import cpu_threads
 from src.errors import ConfigError, release_stderr, run_entry_point, user_errors
 from src.interpolation import latent_walk
 from src.metrics.quality import generate
+from src.outputs import check_output_files
 
 
 def check_label(model, label: int | None, labels: str | None) -> None:
@@ -64,10 +65,23 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return images.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).squeeze(1).cpu().numpy()
 
 
+def output_paths(cfg: DictConfig, name: str) -> tuple[Path, Path]:
+    """The grid and the images: ``output=<stem>`` + ``.png`` / ``.npz``, or ``<ckpt>_<name>.*`` beside the checkpoint."""
+    stem = Path(cfg.output) if cfg.output else Path(cfg.ckpt_path).with_name(f"{Path(cfg.ckpt_path).stem}_{name}")
+    return stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".npz")
+
+
+def check_outputs(cfg: DictConfig, name: str) -> tuple[Path, Path]:
+    """Both output files, checked before the samples are made (a default name is known only once the model is)."""
+    paths = output_paths(cfg, name)
+    check_output_files(paths, "output" if cfg.output else None, inputs=[cfg.ckpt_path])
+    return paths
+
+
 def run(cfg: DictConfig) -> tuple[Path, Path]:
     check_numbers(cfg, COMMAND_NUMBERS)
-    if cfg.output:  # before the work, not after it
-        check_output_file(Path(str(cfg.output) + ".png"))
+    if cfg.output:  # before the checkpoint is read
+        check_outputs(cfg, "")
     elif Path(cfg.ckpt_path).is_file():
         check_output_file(Path(cfg.ckpt_path).with_name("grid.png"), "the output beside the checkpoint")
     if cfg.interpolate:
@@ -75,13 +89,13 @@ def run(cfg: DictConfig) -> tuple[Path, Path]:
     num_samples = cfg.num_samples
     model = load_model(cfg.ckpt_path, map_location=cfg.device)
     labels = asked_labels(model, num_samples, cfg.label, cfg.labels)
+    which = "all" if labels is not None and cfg.label is None else (f"label{cfg.label}" if labels is not None else "uncond")
+    paths = check_outputs(cfg, f"n{num_samples}_{which}_seed{cfg.seed}")
     noise = torch.randn(num_samples, model.latent_dim, generator=torch.Generator().manual_seed(int(cfg.seed)))
     images = generate(model, noise, labels, cfg.batch_size).cpu()
-
-    which = "all" if labels is not None and cfg.label is None else (f"label{cfg.label}" if labels is not None else "uncond")
     # One row per class when every class is asked for; otherwise as square as possible.
     nrow = math.ceil(num_samples / model.num_classes) if which == "all" else math.ceil(math.sqrt(num_samples))
-    return write(cfg, images, labels, nrow, f"n{num_samples}_{which}_seed{cfg.seed}")
+    return write(paths, images, labels, nrow)
 
 
 def run_interpolation(cfg: DictConfig) -> tuple[Path, Path]:
@@ -92,21 +106,20 @@ def run_interpolation(cfg: DictConfig) -> tuple[Path, Path]:
         raise ConfigError(f"steps must be at least 2 (a walk has two ends), got {steps}")
     model = load_model(cfg.ckpt_path, map_location=cfg.device)
     check_label(model, cfg.label, cfg.labels)
+    which = "uncond" if not model.conditional else ("all" if cfg.label is None else f"label{cfg.label}")
+    shown_rows = model.num_classes if which == "all" else rows
+    paths = check_outputs(cfg, f"interp_r{shown_rows}_s{steps}_{which}_seed{cfg.seed}")
     noise, labels = latent_walk(rows, steps, model.latent_dim, model.num_classes, cfg.label, seed=int(cfg.seed))
     images = generate(model, noise, labels, cfg.batch_size).cpu()
-    which = "uncond" if labels is None else ("all" if cfg.label is None else f"label{cfg.label}")
-    shown_rows = model.num_classes if which == "all" else rows
-    return write(cfg, images, labels, steps, f"interp_r{shown_rows}_s{steps}_{which}_seed{cfg.seed}")
+    return write(paths, images, labels, steps)
 
 
-def write(cfg: DictConfig, images: torch.Tensor, labels: torch.Tensor | None, nrow: int, name: str) -> tuple[Path, Path]:
+def write(paths: tuple[Path, Path], images: torch.Tensor, labels: torch.Tensor | None, nrow: int) -> tuple[Path, Path]:
     """The grid (``nrow`` images a row) as PNG and the images with their asked labels as ``.npz``."""
-    num_samples = len(images)
-    stem = Path(cfg.output) if cfg.output else Path(cfg.ckpt_path).with_name(f"{Path(cfg.ckpt_path).stem}_{name}")
-    stem.parent.mkdir(parents=True, exist_ok=True)  # checked writable before the work (run)
-    png, npz = stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".npz")
+    png, npz = paths
+    png.parent.mkdir(parents=True, exist_ok=True)  # checked writable before the work (run)
     save_image(make_grid(images, nrow=nrow, normalize=True, value_range=(-1, 1)), png)
-    asked = labels.numpy() if labels is not None else np.full(num_samples, -1, dtype=np.int64)
+    asked = labels.numpy() if labels is not None else np.full(len(images), -1, dtype=np.int64)
     np.savez_compressed(npz, images=to_uint8(images), labels=asked)
     return png, npz
 

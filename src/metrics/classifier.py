@@ -229,6 +229,9 @@ def train_to(name: str, root: str | os.PathLike, output: Path, recipe: Recipe, f
             f"{output} is a pinned classifier, which training never replaces: write elsewhere (--output PATH); "
             "to re-pin, copy the new file there and update PINNED_SHA256 in src/metrics/classifier.py"
         )
+    from src.outputs import check_output_files  # here: it imports Lightning, which the check command does without
+
+    check_output_files([output], "--output", temporary_suffix=".tmp")  # what save_classifier writes, before minutes of training
     if output.exists() and not force:
         raise ClassifierError(f"{output} exists: choose another --output, or add --force to replace it")
     if output.exists() and not output.is_file():

@@ -1,0 +1,132 @@
+"""Faults of the outside reliability battery (issue 24) in the commands that read a checkpoint or a split.
+
+A. Every output file is checked before the work: a name over the file system's limit, a path that is
+   a folder, an output that is the command's own input; one line, nothing written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import CONF_DIR, make_cfg, write_tiny_dataset
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf, open_dict
+
+import src.evaluate
+import src.generate
+import src.metrics.classifier as clf
+from src.errors import user_error
+from src.evaluate import evaluate
+from src.generate import run as generate
+from src.train import train
+
+ONE_EPOCH = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1"]
+TINY = clf.Recipe(channels=(4, 8), feature_dim=8, epochs=1, batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def gan_ckpt(tmp_path_factory, data_root) -> Path:
+    """last.ckpt of a two-batch GAN run, in a run folder with its .hydra/config.yaml (as src.evaluate expects)."""
+    run_dir = tmp_path_factory.mktemp("gan")
+    cfg = make_cfg(["data=mnist", *ONE_EPOCH], run_dir, data_root)
+    (run_dir / ".hydra").mkdir()
+    (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    train(cfg)
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+def command_cfg(name: str, *overrides: str):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(name, overrides=list(overrides))
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    return cfg
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Sampling and scoring fail the test if they start: every refusal here must come before them."""
+
+    def work(*args, **kwargs):
+        raise AssertionError("the work started before the refusal")
+
+    for module in (src.generate, src.evaluate):
+        monkeypatch.setattr(module, "generate", work)
+    monkeypatch.setattr(src.evaluate, "QualityMetrics", work)
+    monkeypatch.setattr(clf, "fit_classifier", work)
+
+
+def _one_line(caught: pytest.ExceptionInfo, *fragments: str) -> str:
+    shown = user_error(caught.value)  # what every command prints as its `error:` line
+    assert shown is not None, caught.value
+    assert "\n" not in str(shown) and all(f in str(shown) for f in fragments), str(shown)
+    return str(shown)
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+# --- A. Output files, checked before the work ----------------------------------------------------
+
+
+LONG = "a" * 300  # over Linux's 255 bytes a name
+
+
+@pytest.mark.parametrize(
+    ("command", "extra", "output", "fragments"),
+    [
+        ("generate", [], LONG, ["over the file system's limit of 255 bytes per name: choose a shorter output"]),
+        ("generate", ["interpolate=true"], LONG, ["is 304 bytes"]),  # with .png
+        ("generate", [], f"{LONG}/out", ["over the file system's limit"]),  # a folder's name
+        ("generate", [], "é" * 126, ["is 256 bytes"]),  # 130 characters with .png, but bytes are what counts
+        ("generate", [], "grid", ["grid.png can't be written: it is an existing folder"]),
+        ("generate", [], "images", ["images.npz can't be written: it is an existing folder"]),  # the second file too
+        ("evaluate", [], LONG, ["over the file system's limit of 255 bytes per name"]),
+        ("evaluate", [], "folder", ["can't be written: it is an existing folder: choose another output"]),
+    ],
+)
+def test_an_output_that_cannot_be_opened_is_refused_before_the_work(gan_ckpt, tmp_path, no_work, command, extra, output, fragments):
+    (tmp_path / "grid.png").mkdir()
+    (tmp_path / "images.npz").mkdir()
+    (tmp_path / "folder").mkdir()
+    run = generate if command == "generate" else evaluate
+    with pytest.raises(Exception) as caught:
+        run(command_cfg(command, f"ckpt_path={gan_ckpt}", "num_samples=10", f"output='{tmp_path / output}'", *extra))
+    _one_line(caught, f"output={tmp_path}", *fragments)
+    assert _files(tmp_path) == []
+
+
+@pytest.mark.parametrize("command", ["generate", "evaluate"])
+def test_a_default_output_name_over_the_limit_is_refused_before_the_work(gan_ckpt, tmp_path, no_work, command):
+    """The default name is the checkpoint's plus a suffix: a checkpoint name that fits can make one that does not."""
+    ckpt = tmp_path / "run" / "checkpoints" / f"{'c' * 245}.ckpt"  # 250 bytes; with "_metrics.json", 258
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(gan_ckpt.read_bytes())
+    (tmp_path / "run" / ".hydra").mkdir()
+    (tmp_path / "run" / ".hydra" / "config.yaml").write_bytes((gan_ckpt.parents[1] / ".hydra" / "config.yaml").read_bytes())
+    run = generate if command == "generate" else evaluate
+    with pytest.raises(Exception) as caught:
+        run(command_cfg(command, f"ckpt_path={ckpt}", "num_samples=10"))
+    _one_line(caught, f"the output {ckpt.parent}", "over the file system's limit of 255 bytes per name: give a shorter output=PATH")
+    assert [p.name for p in _files(tmp_path / "run" / "checkpoints")] == [ckpt.name]
+
+
+def test_evaluate_refuses_to_write_its_json_over_its_own_checkpoint(gan_ckpt, tmp_path, no_work):
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(gan_ckpt.read_bytes())
+    with pytest.raises(Exception) as caught:
+        evaluate(command_cfg("evaluate", f"ckpt_path={ckpt}", f"output={ckpt}", "dataset=mnist", "num_samples=10"))
+    _one_line(caught, "is one of the command's own input files, which writing it would overwrite")
+    assert ckpt.read_bytes() == gan_ckpt.read_bytes()
+
+
+def test_the_classifier_output_is_checked_with_its_temporary_name_before_training(tmp_path, no_work):
+    """``train`` writes ``<output>.tmp`` first: a 253-byte name fits, its temporary name does not."""
+    write_tiny_dataset(tmp_path / "data", "mnist")
+    output = tmp_path / "research" / ("m" * 250 + ".pt")
+    with pytest.raises(Exception) as caught:
+        clf.train_to("mnist", tmp_path / "data", output, TINY)
+    _one_line(caught, f"--output {output.parent}/mmmm", "can't be written", "is 253 bytes (257 with the suffix .tmp", "choose a shorter --output")
+    assert not (tmp_path / "research").exists()

@@ -76,7 +76,7 @@ def evaluate(cfg: DictConfig) -> dict:
     if model.num_classes not in (None, 10):
         raise ConfigError(f"the model is conditional on {model.num_classes} classes but {name} has 10")
     classifier, info = load_classifier(name, cfg.get("classifier"))
-    real_images, real_labels = load_split(name, data_dir, train=False)
+    real_images, real_labels = load_split(name, data_dir, train=False, key="data_dir")
     real_labels = real_labels[: cfg.num_samples] if model.num_classes else None
     metrics = QualityMetrics(classifier, real_images[: cfg.num_samples], real_labels, batch_size=cfg.batch_size, seed=cfg.seed).to(cfg.device)
     noise, labels = fixed_inputs(cfg.num_samples, model.latent_dim, model.num_classes, cfg.seed)

@@ -2,10 +2,14 @@
 
 A. Every output file is checked before the work: a name over the file system's limit, a path that is
    a folder, an output that is the command's own input; one line, nothing written.
+B. Every reader of a split (``src.evaluate``, the metrics' classifier) goes through training's data
+   checks: a gzipped, truncated or missing file is the line that names it, not torchvision's traceback.
 """
 
 from __future__ import annotations
 
+import gzip
+import re
 from pathlib import Path
 
 import pytest
@@ -16,6 +20,8 @@ from omegaconf import OmegaConf, open_dict
 import src.evaluate
 import src.generate
 import src.metrics.classifier as clf
+from src.data.datamodule import MNISTDataModule
+from src.data.provision import RAW_FILES
 from src.errors import user_error
 from src.evaluate import evaluate
 from src.generate import run as generate
@@ -130,3 +136,54 @@ def test_the_classifier_output_is_checked_with_its_temporary_name_before_trainin
         clf.train_to("mnist", tmp_path / "data", output, TINY)
     _one_line(caught, f"--output {output.parent}/mmmm", "can't be written", "is 253 bytes (257 with the suffix .tmp", "choose a shorter --output")
     assert not (tmp_path / "research").exists()
+
+
+# --- B. Every reader of a split goes through training's data checks -------------------------------
+
+
+def _damage(root: Path, damage: str) -> Path:
+    folder = write_tiny_dataset(root, "mnist")
+    if damage == "gzipped_images":  # the published file, not unpacked, under the raw name
+        images = folder / RAW_FILES["test_images"]
+        images.write_bytes(gzip.compress(images.read_bytes()))
+    elif damage == "truncated_labels":
+        labels = folder / RAW_FILES["test_labels"]
+        labels.write_bytes(labels.read_bytes()[:-7])
+    elif damage == "missing_labels":
+        (folder / RAW_FILES["test_labels"]).unlink()
+    elif damage == "labels_of_another_split":
+        (folder / RAW_FILES["test_labels"]).write_bytes((folder / RAW_FILES["train_labels"]).read_bytes())
+    return folder
+
+
+DAMAGES = [
+    ("gzipped_images", r"t10k-images-idx3-ubyte is gzip-compressed, but the project reads the uncompressed IDX file"),
+    ("truncated_labels", r"t10k-labels-idx1-ubyte holds 61 bytes but its header \(60,\) needs 68: the file is truncated or corrupt"),
+    ("missing_labels", r"t10k-labels-idx1-ubyte is missing: run `make data` or set data_dir to the folder holding it"),
+    ("labels_of_another_split", r"60 test images but 240 labels"),
+]
+
+
+@pytest.mark.parametrize(("damage", "message"), DAMAGES)
+def test_evaluate_checks_the_test_split_as_training_does(gan_ckpt, tmp_path, no_work, damage, message):
+    _damage(tmp_path / "data", damage)
+    with pytest.raises(Exception) as caught:
+        evaluate(command_cfg("evaluate", f"ckpt_path={gan_ckpt}", "dataset=mnist", f"data_dir={tmp_path / 'data'}", f"output={tmp_path / 'm.json'}"))
+    shown = _one_line(caught)
+    assert re.search(message, shown), shown
+    assert not (tmp_path / "m.json").exists()
+
+
+@pytest.mark.parametrize(("damage", "message"), DAMAGES[:2])
+def test_training_and_the_classifier_commands_give_the_same_line(tmp_path, no_work, damage, message):
+    _damage(tmp_path / "data", damage)
+    lines = []
+    for read in (
+        lambda: MNISTDataModule("mnist", str(tmp_path / "data")).setup("fit"),
+        lambda: clf.check("mnist", tmp_path / "data"),
+        lambda: clf.train_to("mnist", tmp_path / "data", tmp_path / "out.pt", TINY),
+    ):
+        with pytest.raises(Exception) as caught:
+            read()
+        lines.append(_one_line(caught))
+    assert len(set(lines)) == 1 and re.search(message, lines[0]), lines

@@ -13,10 +13,8 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
-from src.data.idx import IdxFormatError
-from src.errors import ConfigError
 from src.data.loaders import MEAN, STD, EpochSampler, TensorLoader
-from src.data.provision import DEFAULT_SOURCES, check_raw_folder, dataset_class, provision, raw_folder
+from src.data.provision import DEFAULT_SOURCES, check_data, dataset_class, provision
 
 LOADERS = ("tensor", "classic")
 
@@ -54,11 +52,7 @@ class MNISTDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        folder = raw_folder(self.name, self.root)
-        try:
-            check_raw_folder(folder, num_classes=self.num_classes)
-        except FileNotFoundError as err:
-            raise IdxFormatError(f"{err.filename} is missing: run `make data` or set data.root to the folder holding it") from None
+        check_data(self.name, self.root, "data.root", num_classes=self.num_classes)
         dataset = dataset_class(self.name)
         transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
         self.train_set = dataset(self.root, train=True, transform=transform)

@@ -20,6 +20,7 @@ from src.errors import UserError
 # The third byte of the magic number is the element type; 0x08 is unsigned byte.
 _UBYTE = 0x08
 IMAGES_NDIM, LABELS_NDIM = 3, 1
+_GZIP_MAGIC = b"\x1f\x8b"  # the files as published are gzipped; torchvision reads them unpacked
 
 
 class IdxFormatError(UserError, ValueError):
@@ -30,6 +31,11 @@ def read_header(path: Path) -> tuple[int, ...]:
     """The dimensions stored in an uncompressed IDX file, after checking its size agrees with them."""
     with open(path, "rb") as f:
         head = f.read(4)
+        if head[:2] == _GZIP_MAGIC:
+            raise IdxFormatError(
+                f"{path} is gzip-compressed, but the project reads the uncompressed IDX file under this name: "
+                f"decompress it (mv {path.name} {path.name}.gz && gunzip {path.name}.gz) or run `make data`"
+            )
         if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != _UBYTE:
             raise IdxFormatError(f"{path} is not an uncompressed unsigned-byte IDX file (bad magic number)")
         ndim = head[3]

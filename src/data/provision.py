@@ -112,6 +112,26 @@ def check_raw_folder(folder: Path, num_classes: int = 10, official_sizes: bool =
     return sizes
 
 
+def check_data(name: str, root: str | os.PathLike, key: str = "data.root", num_classes: int = 10) -> Path:
+    """``name``'s raw folder under ``root``, its four IDX files checked (:func:`check_raw_folder`).
+
+    Every reader of a split goes through it (training's data module, ``src.evaluate``, the metrics'
+    classifier), so a missing, truncated or gzipped file is one line naming it rather than
+    torchvision's ``AssertionError`` or ``RuntimeError``. ``key``: the setting that names the data
+    folder, for the line that says how to fix it.
+    """
+    folder = raw_folder(name, root)
+    try:
+        check_raw_folder(folder, num_classes=num_classes)
+    except FileNotFoundError as err:
+        raise IdxFormatError(f"{err.filename} is missing: run `make data` or set {key} to the folder holding it") from None
+    except OSError as err:  # a folder under a file's name, no permission to read, ...
+        raise IdxFormatError(
+            f"{err.filename} can't be read ({err.strerror or err}): run `make data` or set {key} to the folder holding the data"
+        ) from None
+    return folder
+
+
 def _has_raw_files(folder: Path) -> bool:
     return all((folder / f).is_file() for f in RAW_FILES.values())
 

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.data.loaders import to_model_range
-from src.data.provision import DATASETS, dataset_class
+from src.data.provision import DATASETS, check_data, dataset_class
 from src.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -115,8 +115,10 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_split(name: str, root: str | os.PathLike, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(uint8 images (N, 1, 28, 28), int64 labels) of one split, read by torchvision from the raw IDX files."""
+def load_split(name: str, root: str | os.PathLike, train: bool, key: str = "the data folder") -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 images (N, 1, 28, 28), int64 labels) of one split, read by torchvision from the raw IDX
+    files after training's checks of them (``check_data``); ``key`` names the data folder's setting."""
+    check_data(name, root, key)
     dataset = dataset_class(name)(str(root), train=train)
     return dataset.data.unsqueeze(1), dataset.targets
 
@@ -236,7 +238,7 @@ def train_to(name: str, root: str | os.PathLike, output: Path, recipe: Recipe, f
         raise ClassifierError(f"{output} exists: choose another --output, or add --force to replace it")
     if output.exists() and not output.is_file():
         raise ClassifierError(f"--output {output} is not a file")
-    dataset_class(name)(str(root), train=True)  # the data is there before minutes of training
+    check_data(name, root, "--root")  # and what it reads
     model, accuracy, seconds = fit_classifier(name, root, recipe)
     digest = save_classifier(model, name, recipe, accuracy, output)
     return {"data": name, "output": str(output), "sha256": digest, "test_accuracy": accuracy, "train_seconds": round(seconds, 1)}
@@ -245,7 +247,7 @@ def train_to(name: str, root: str | os.PathLike, output: Path, recipe: Recipe, f
 def check(name: str, root: str | os.PathLike, path: str | os.PathLike | None = None) -> dict:
     """The ``check`` command: load (and verify) a classifier and measure its test accuracy on ``root``'s data."""
     model, info = load_classifier(name, path)
-    test_x, test_y = load_split(name, root, train=False)
+    test_x, test_y = load_split(name, root, train=False, key="--root")
     return {
         "data": name,
         "classifier": info["classifier"],

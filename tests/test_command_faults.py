@@ -4,27 +4,34 @@ A. Every output file is checked before the work: a name over the file system's l
    a folder, an output that is the command's own input; one line, nothing written.
 B. Every reader of a split (``src.evaluate``, the metrics' classifier) goes through training's data
    checks: a gzipped, truncated or missing file is the line that names it, not torchvision's traceback.
+C. Right diagnoses: a pickle that holds code is "holds code ... refused" whatever its protocol or
+   container; a metrics classifier given as a checkpoint is named as one.
 """
 
 from __future__ import annotations
 
 import gzip
+import os
+import pickle
 import re
 from pathlib import Path
 
 import pytest
-from conftest import CONF_DIR, make_cfg, write_tiny_dataset
+import torch
+from conftest import CONF_DIR, make_cfg, run_module, write_tiny_dataset
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
 import src.evaluate
 import src.generate
 import src.metrics.classifier as clf
+from src.checkpoint import check_resumable, load_model, read_checkpoint
 from src.data.datamodule import MNISTDataModule
 from src.data.provision import RAW_FILES
-from src.errors import user_error
+from src.errors import CheckpointError, user_error
 from src.evaluate import evaluate
 from src.generate import run as generate
+from src.metrics.classifier import pinned_path
 from src.train import train
 
 ONE_EPOCH = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1"]
@@ -187,3 +194,121 @@ def test_training_and_the_classifier_commands_give_the_same_line(tmp_path, no_wo
             read()
         lines.append(_one_line(caught))
     assert len(set(lines)) == 1 and re.search(message, lines[0]), lines
+
+
+# --- C. Right diagnoses of a checkpoint ---------------------------------------------------------
+
+
+class _RunsCode:
+    """Unpickling it would call os.system: it touches ``marker`` if it ever runs."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _write_pickle(path: Path, how: str, marker: Path) -> None:
+    payload = {"state_dict": {"w": torch.ones(2)}, "epoch": 0, "payload": _RunsCode(marker)}
+    if how == "pickle_dump":  # a raw pickle, protocol 5
+        with open(path, "wb") as f:
+            pickle.dump({"state_dict": {}, "payload": _RunsCode(marker)}, f)
+    elif how == "pickle_dump_protocol_2":
+        with open(path, "wb") as f:
+            pickle.dump({"state_dict": {}, "payload": _RunsCode(marker)}, f, protocol=2)
+    elif how == "torch_legacy":  # torch's pre-1.6 format (no zip), with pickle.dump's protocol
+        torch.save(payload, path, _use_new_zipfile_serialization=False, pickle_protocol=pickle.DEFAULT_PROTOCOL)
+    elif how == "torch_zip_protocol_5":
+        torch.save(payload, path, pickle_protocol=5)
+    elif how == "function_reference":  # no call, only a reference to code
+        torch.save({"state_dict": {}, "hook": os.system}, path, _use_new_zipfile_serialization=False, pickle_protocol=4)
+
+
+@pytest.mark.parametrize("how", ["pickle_dump", "pickle_dump_protocol_2", "torch_legacy", "torch_zip_protocol_5", "function_reference"])
+def test_a_pickle_that_holds_code_is_refused_as_code_whatever_its_format(tmp_path, how):
+    path, marker = tmp_path / "evil.ckpt", tmp_path / "ran"
+    _write_pickle(path, how, marker)
+    for read in (read_checkpoint, load_model):  # train's resume reads with the first, generate and evaluate with the second
+        with pytest.raises(CheckpointError) as caught:
+            read(path)
+        _one_line(caught, f"{path} holds code (the pickled global ", "system) and is refused", "weights_only=True", "nothing in them runs")
+    assert not marker.exists()
+
+
+def test_a_plain_pickle_without_code_is_named_as_one(tmp_path):
+    path = tmp_path / "plain.ckpt"
+    with open(path, "wb") as f:
+        pickle.dump({"state_dict": {"w": [1.0, 2.0]}}, f)
+    with pytest.raises(CheckpointError) as caught:
+        load_model(path)
+    _one_line(caught, "is a plain pickle, not a file written by torch.save or Lightning, and is refused")
+
+
+def _trained_classifier(tmp_path: Path) -> Path:
+    output = tmp_path / "research" / "mnist_tiny.pt"
+    clf.save_classifier(clf.DomainClassifier(TINY.channels, TINY.feature_dim), "mnist", TINY, 0.5, output)
+    return output
+
+
+@pytest.mark.parametrize("which", ["pinned", "trained"])
+def test_a_metrics_classifier_given_as_a_checkpoint_is_named_as_one(gan_ckpt, tmp_path, which):
+    path = pinned_path("mnist") if which == "pinned" else _trained_classifier(tmp_path)
+    expected = [f"{path} is a metrics classifier (of mnist", "not a training checkpoint of this project", f"classifier={path}"]
+    with pytest.raises(CheckpointError) as caught:  # train's resume: read_checkpoint, then check_resumable
+        check_resumable(read_checkpoint(path), path)
+    assert "save_weights_only" not in _one_line(caught, *expected)
+    with pytest.raises(CheckpointError) as caught:
+        generate(command_cfg("generate", f"ckpt_path={path}", f"output={tmp_path / 'out'}"))
+    _one_line(caught, *expected)
+    with pytest.raises(CheckpointError) as caught:
+        evaluate(command_cfg("evaluate", f"ckpt_path={path}", "dataset=mnist", f"output={tmp_path / 'out.json'}"))
+    _one_line(caught, *expected)
+
+
+def test_a_training_checkpoint_given_as_the_classifier_is_named_as_one(gan_ckpt, tmp_path, no_work):
+    with pytest.raises(Exception) as caught:
+        evaluate(command_cfg("evaluate", f"ckpt_path={gan_ckpt}", f"classifier={gan_ckpt}", f"output={tmp_path / 'm.json'}"))
+    _one_line(caught, f"{gan_ckpt} is a training checkpoint, not a metrics classifier: give it as ckpt_path=")
+
+
+def test_a_bare_state_dict_is_not_called_a_weights_only_checkpoint(tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save({"state_dict": {"w": torch.ones(2)}}, path)
+    with pytest.raises(CheckpointError) as caught:
+        check_resumable(read_checkpoint(path), path)
+    assert "save_weights_only" not in _one_line(caught, "is not a training checkpoint of this project", "checkpoints/last.ckpt")
+
+
+def test_a_weights_only_checkpoint_says_what_it_lacks_for_each_command(cfg_factory, tmp_path):
+    """Lightning calls no callback's on_save_checkpoint for one: it holds no model config to rebuild the model from."""
+    train(cfg_factory(*ONE_EPOCH, "+callbacks.model_checkpoint.save_weights_only=true", output_dir=tmp_path / "run"))
+    path = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    with pytest.raises(CheckpointError) as caught:
+        check_resumable(read_checkpoint(path), path)
+    assert "src.generate and src.evaluate can read it" not in _one_line(caught, "holds weights only (written with save_weights_only=true)")
+    with pytest.raises(CheckpointError) as caught:
+        load_model(path)
+    _one_line(caught, "holds weights only (written with save_weights_only=true), without the model config", "checkpoints/last.ckpt")
+
+
+# --- The command line: one `error:` line, exit status 1 -------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_commands_print_each_fault_as_one_error_line(gan_ckpt, tmp_path):
+    (tmp_path / "grid.png").mkdir()
+    evil = tmp_path / "evil.ckpt"
+    _write_pickle(evil, "pickle_dump", tmp_path / "ran")
+    cases = [
+        ("src.generate", [f"ckpt_path={gan_ckpt}", f"output={tmp_path / LONG}"], "over the file system's limit of 255 bytes per name"),
+        ("src.generate", [f"ckpt_path={gan_ckpt}", f"output={tmp_path / 'grid'}"], "grid.png can't be written: it is an existing folder"),
+        ("src.evaluate", [f"ckpt_path={evil}"], "holds code (the pickled global posix.system) and is refused"),
+        ("src.evaluate", [f"ckpt_path={pinned_path('mnist')}", "dataset=mnist"], "is a metrics classifier (of mnist"),
+    ]
+    for module, args, message in cases:
+        result = run_module(module, *args, timeout=300)
+        assert result.returncode == 1, (module, args, result.stderr[-2000:])
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr[-2000:]
+    assert not (tmp_path / "ran").exists() and not list(tmp_path.glob("a*"))

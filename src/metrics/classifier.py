@@ -50,7 +50,14 @@ PINNED_SHA256 = {
     "mnist": "ab4bcf85927dde33f1721446b7fb168b951562f88ebb1c6e15ee2a13673a7ca1",
     "fashion_mnist": "3086538f61e95e89cd3c10cddc4ccbf12affa925ac62d17e9992c397dc22005d",
 }
-FORMAT = 1  # of a classifier file: {"format", "data", "recipe", "test_accuracy", "state_dict"}
+FORMAT = 1  # of a classifier file, a dict of these keys:
+FILE_KEYS = ("format", "data", "recipe", "test_accuracy", "state_dict")
+
+
+def is_classifier_file(contents: object) -> bool:
+    """Whether what ``torch.load`` read is a classifier file (pinned, or written by ``train``): the
+    checkpoint readers name it instead of calling it a damaged training checkpoint."""
+    return isinstance(contents, dict) and all(key in contents for key in FILE_KEYS)
 
 
 class ClassifierError(ConfigError):
@@ -185,11 +192,18 @@ def read_classifier(path: Path, name: str) -> tuple[DomainClassifier, dict]:
     """A classifier file of data set ``name`` (eval mode, gradient-free) and its info (data, recipe, test accuracy)."""
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(saved, dict) and "pytorch-lightning_version" in saved:
+            raise ClassifierError(
+                f"{path} is a training checkpoint, not a metrics classifier: give it as ckpt_path=; classifier= takes a file that "
+                f"`python -m src.metrics.classifier train {name} --output PATH` writes (or leave it out for the pinned one)"
+            )
         recipe = Recipe(**saved["recipe"])
         model = DomainClassifier(recipe.channels, recipe.feature_dim)
         model.load_state_dict(saved["state_dict"])
     except FileNotFoundError:
         raise ClassifierError(f"classifier file {path} does not exist") from None
+    except ClassifierError:
+        raise
     except Exception as err:  # truncated, not a classifier file, other shapes, ...
         raise ClassifierError(
             f"{path} is not a readable classifier file ({type(err).__name__}): train one with `python -m src.metrics.classifier train {name} --output PATH`"

@@ -76,7 +76,7 @@ def _widths(value: Any) -> bool:
 
 
 def _augmentation_policy(value: Any) -> bool:
-    if value is None:
+    if value is None or (OmegaConf.is_list(value) and len(value) == 0):
         return True
     if not (isinstance(value, str) or OmegaConf.is_list(value)) or not value:
         return False

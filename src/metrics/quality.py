@@ -215,8 +215,8 @@ def generate(model, noise: torch.Tensor, labels: torch.Tensor | None, batch_size
 def real_vs_real(name: str, root: str | os.PathLike, num_samples: int, classifier_path: str | None = None) -> dict[str, float]:
     """Training images against test images, N of each: what a perfect generator would score."""
     classifier, _ = load_classifier(name, classifier_path)
-    test_images, test_labels = load_split(name, root, train=False)
-    train_images, train_labels = load_split(name, root, train=True)
+    test_images, test_labels = load_split(name, root, train=False, key="--root")
+    train_images, train_labels = load_split(name, root, train=True, key="--root")
     metrics = QualityMetrics(classifier, test_images[:num_samples], test_labels[:num_samples])
     return metrics.compute(train_images[:num_samples], train_labels[:num_samples])
 

@@ -240,3 +240,22 @@ def test_a_ctrl_c_before_the_main_function_is_one_line_too():
     process.send_signal(2)
     _, stderr = process.communicate(timeout=120)
     assert stderr.strip() == "error: interrupted by Ctrl-C while starting: nothing was trained or written" and process.returncode == -2
+
+
+def test_a_sigterm_while_an_epoch_is_scored_names_that_epoch(cfg_factory, tmp_path):
+    import os
+    import signal
+
+    import lightning as L
+
+    from src.errors import TrainingInterrupted
+
+    class TermWhileScoring(L.Callback):
+        def on_validation_epoch_end(self, trainer, pl_module) -> None:
+            if trainer.current_epoch == 0 and not trainer.sanity_checking:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    cfg = cfg_factory("trainer.max_epochs=2", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=1")
+    with pytest.raises(TrainingInterrupted) as error:
+        train(cfg, extra_callbacks=[TermWhileScoring()])
+    assert str(error.value).startswith("training interrupted by SIGTERM at the end of epoch 0 (its 3 batches trained); resume with ckpt_path=")

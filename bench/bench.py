@@ -27,6 +27,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -73,11 +74,19 @@ def _timed(batches, step, warmup: int, measured: int, device: torch.device) -> f
 SEED_MATH = ["model.loss=bce", "model.r1_gamma=0"]
 
 
-def _compose(preset: str, data_dir: str, overrides: list[str]):
+def _compose(preset: str, data_dir: str, overrides: list[str], output_dir: str | None = None):
+    """The preset's training config on the seeds' math; ``output_dir``: a fresh folder of the
+    run's own for ``train()`` (its run-folder guard refuses a second run into one folder); the
+    plain and barebones loops write nothing, and get a path of this process's that is never made."""
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        base = [f"model={preset}", f"paths.data_dir={data_dir}", "paths.output_dir=/tmp/bench-run", *SEED_MATH]
+        base = [
+            f"model={preset}",
+            f"paths.data_dir={data_dir}",
+            f"paths.output_dir={output_dir or Path(tempfile.gettempdir()) / f'bench-unused-{os.getpid()}'}",
+            *SEED_MATH,
+        ]
         return compose("train", overrides=[*base, *overrides])
 
 
@@ -256,7 +265,7 @@ def run_plain(preset: str, args) -> float:
     loader = TensorLoader(train_set.data.unsqueeze(1), train_set.targets, datamodule.batch_size, EpochSampler(len(train_set), True, 0), device)
     gan: GAN = instantiate(cfg.model).to(device)
     skip_nvml_probe_without_gpu()  # what GAN.setup does in the project's runs
-    return _timed(loader, plain_step(gan, *gan.configure_optimizers()), args.warmup, args.batches, device)
+    return _timed(loader, plain_step(gan, *gan.build_optimizers()), args.warmup, args.batches, device)
 
 
 # --- (c) the project through Lightning -----------------------------------------------------
@@ -311,6 +320,7 @@ def run_lightning(preset: str, args) -> float:
     from src.train import train
 
     result = {}
+    run_dir = tempfile.TemporaryDirectory(prefix="bench-run-")
     cfg = _compose(
         preset,
         args.data_dir,
@@ -324,8 +334,10 @@ def run_lightning(preset: str, args) -> float:
             "+trainer.enable_model_summary=false",
             *args.override,
         ],
+        output_dir=run_dir.name,
     )
-    train(cfg, extra_callbacks=[_throughput_callback(args, result)])
+    with run_dir:
+        train(cfg, extra_callbacks=[_throughput_callback(args, result)])
     return result["images_per_s"]
 
 

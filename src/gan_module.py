@@ -176,7 +176,7 @@ class GAN(L.LightningModule):
         progress = (self.current_epoch + batch_idx / self.trainer.num_training_batches) / self.trainer.max_epochs
         return noise_std(self.hparams.instance_noise, progress)
 
-    def _discriminate_real_and_fake(self, real, real_labels, fake, fake_labels, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _discriminate_real_and_fake(self, real, real_labels, fake, fake_labels, batch_idx: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """D's logits on real and on fake images, in one forward pass over both.
 
         One pass of 2B rows does the same math as two of B rows in fewer, larger kernels. This

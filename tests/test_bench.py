@@ -1,0 +1,52 @@
+"""The benchmarks run: a tiny form of `make bench`, so that a change cannot silently break it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from src.data.idx import write_idx
+from src.data.provision import RAW_FILES, raw_folder
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_bench_runs_every_loop_and_prints_its_table(tmp_path):
+    # The seed loop, as the tutorial wrote it, reshapes every batch to its 100 images: whole batches only.
+    data_root = tmp_path / "data"
+    folder = raw_folder("fashion_mnist", data_root)
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, size in (("train", 300), ("test", 100)):
+        write_idx(folder / RAW_FILES[f"{split}_images"], rng.integers(0, 256, size=(size, 28, 28), dtype=np.uint8))
+        write_idx(folder / RAW_FILES[f"{split}_labels"], (np.arange(size) % 10).astype(np.uint8))
+    out = subprocess.run(
+        [
+            sys.executable,
+            "bench/bench.py",
+            "--data-dir",
+            str(data_root),
+            "--presets",
+            "gan",
+            "--batches",
+            "2",
+            "--warmup",
+            "1",
+            "--repeats",
+            "1",
+            "--override",
+            "data.sources=[local]",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| gan |")]
+    assert [row.split("|")[2].strip() for row in rows] == ["seed", "plain", "barebones", "lightning"], out.stdout

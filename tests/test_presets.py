@@ -21,11 +21,17 @@ CHANGED = {"model=gan": SEARCHED_RECIPE, "model=cgan": SEARCHED_RECIPE}  # model
 ADDED = {"lr_decay_fraction": 0.0, "diffaugment": None, "instance_noise": 0.0}
 
 
+# Keys added to every MLP discriminator since, at the value that trains as before.
+ADDED_MLP_D = {"spectral_norm": False}
+
+
 def _with_added_keys(override: str) -> dict:
     expected = copy.deepcopy(BEFORE[override])
     for key, value in ADDED.items():
         assert key not in expected["model"], f"{override}: {key} is in the snapshot already"
         expected["model"][key] = value
+    if expected["model"]["discriminator"]["_target_"] == "src.models.MLPDiscriminator":
+        expected["model"]["discriminator"] |= ADDED_MLP_D
     return expected
 
 

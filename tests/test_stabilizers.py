@@ -113,3 +113,22 @@ def test_a_run_logs_the_diagnostics_and_the_noise_it_used(cfg_factory, tmp_path)
     )
     assert {"train/d_dead_l1", "train/d_dead_l2", "train/d_grad_real", "train/d_grad_fake", "train/g_std"} <= set(metrics)
     assert 0 <= metrics["train/d_dead_l1"] <= 1 and 0 < metrics["train/instance_noise"] < 0.1
+
+
+def test_spectral_norm_bounds_each_layer_of_the_mlp_discriminator():
+    torch.manual_seed(0)
+    d = MLPDiscriminator(hidden_dims=[64, 32], activation="relu", spectral_norm=True)
+    for _ in range(20):  # the power iteration converges as D trains (one step per forward in train mode)
+        d(torch.randn(8, 1, 28, 28))
+    layers = [layer for layer in d.net if isinstance(layer, torch.nn.Linear)]
+    assert len(layers) == 3
+    assert all(float(torch.linalg.matrix_norm(layer.weight.detach(), ord=2)) == pytest.approx(1.0, abs=0.05) for layer in layers)
+    plain = MLPDiscriminator(hidden_dims=[64, 32], activation="relu")
+    assert [name for name, _ in plain.named_parameters()] == [
+        "net.0.weight",
+        "net.0.bias",
+        "net.2.weight",
+        "net.2.bias",
+        "net.4.weight",
+        "net.4.bias",
+    ]

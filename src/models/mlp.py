@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm as add_spectral_norm
 
 from src.errors import ConfigError
 
@@ -94,6 +95,7 @@ class MLPDiscriminator(nn.Module):
         activation: str = "leaky_relu",
         negative_slope: float = 0.2,
         dropout: float = 0.0,
+        spectral_norm: bool = False,
     ) -> None:
         super().__init__()
         self.img_shape = tuple(img_shape)
@@ -104,6 +106,10 @@ class MLPDiscriminator(nn.Module):
             *_mlp(in_dim, hidden_dims, activation, negative_slope, dropout),
             nn.Linear(hidden_dims[-1] if hidden_dims else in_dim, 1),
         )
+        if spectral_norm:  # each layer's weight divided by its largest singular value (Miyato et al. 2018): the same layers, a 1-Lipschitz D
+            for layer in self.net:
+                if isinstance(layer, nn.Linear):
+                    add_spectral_norm(layer)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(self.conditioning(images.flatten(1), labels)).squeeze(1)

@@ -434,26 +434,6 @@ def restore_refused_runs() -> None:
         restore_refused_run(folder)
 
 
-def check_group_choices(hydra_cfg: DictConfig, overrides: list[str]) -> None:
-    """A config group chosen by name on the command line must have that option. Hydra refuses an
-    unknown ``model=nope``, but not an unknown option of an optional group (``recipe=nope``,
-    ``recipe=cgan_mnsit``), which it drops: the run would train with another recipe."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    loader = GlobalHydra.instance().config_loader() if GlobalHydra.instance().is_initialized() else None
-    if loader is None:
-        return
-    choices = hydra_cfg.runtime.choices
-    for override in overrides:
-        key, _, value = override.lstrip("+~").partition("=")
-        if key not in choices or key.startswith("hydra") or "/" in key or not value or value == "null":
-            continue
-        chosen = choices.get(key)
-        options = loader.get_group_options(key)
-        if chosen is not None and options and str(chosen) not in options:
-            raise ConfigError(f"{key}={chosen}: no such option in conf/{key}/; choose one of {', '.join(sorted(options))}")
-
-
 def check_optuna_storage(url: str | None) -> None:
     """An Optuna ``storage=sqlite:///<file>`` must be an SQLite database, or a new file in a folder
     that can be written: refused in one line before the search opens it (SQLAlchemy's traceback otherwise)."""
@@ -498,7 +478,6 @@ class CheckOutputDir(HydraCallback):
         release_stderr()  # the config is composed: Hydra's own errors are behind us
         folder = self._resolve(config, "hydra.run.dir")
         with user_errors():  # the commands' one error boundary: one line, exit status 1
-            check_group_choices(config.hydra, list(config.hydra.overrides.task))
             check_output_dir(folder)
             if rank_zero_only.rank == 0:
                 check_fresh_run_dir(folder, config.get("ckpt_path"), bool(config.get("overwrite")))

@@ -253,8 +253,8 @@ class GAN(L.LightningModule):
             if self.generator_ema is not None:
                 self.generator_ema.update_parameters(self.generator)
 
-        # `self.log` costs ~1.5 ms per call on CPU (Lightning moves its result buffers each time),
-        # more than a whole step of the seed GAN: log only on the steps the loggers will write.
+        # `self.log` costs more per call on CPU than a whole step of the seed GAN (Lightning moves
+        # its result buffers each time; BENCHMARKS.md): log only on the steps the loggers will write.
         if not self._is_logging_step():
             return
         metrics = {

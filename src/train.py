@@ -41,7 +41,6 @@ from src.checkpoint import (
 from src.checks import (
     FolderTaken,
     check_fresh_run_dir,
-    check_group_choices,
     check_output_dir,
     clear_run_dir,
     restore_refused_run,
@@ -312,8 +311,6 @@ def main(cfg: DictConfig) -> float | None:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         check_launch(cfg, multirun=multirun, launcher=str(hydra_cfg.launcher.get("_target_", "")))
-        if multirun:  # a single run's choices are checked before Hydra writes (src/checks.py)
-            check_group_choices(hydra_cfg, list(hydra_cfg.overrides.task))
         metrics = train(cfg)
     except TrainingInterrupted as err:  # the whole sweep stops too: that is what the signal asked for
         _fail_job(str(err), multirun)

@@ -109,7 +109,7 @@ def test_seed_experiments_reproduce_the_seeds_recipe(cfg_factory):
     assert list(seed_cgan.model.optimizer.betas) == [0.9, 0.999] and seed_cgan.model.lr == 2e-4 and seed_cgan.trainer.max_epochs == 10
     assert (seed_cgan.model.loss, seed_cgan.model.r1_gamma) == ("bce", 0.0)
     # The presets themselves: the seeds' architectures, the measured training defaults.
-    cgan = cfg_factory("model=cgan", "data=mnist", "~recipe")  # its own recipe; each data set's: conf/recipe/, tests/test_presets.py
+    cgan = cfg_factory("model=cgan", "data=mnist", "recipe=cgan")  # its own recipe (conf/recipe/, tests/test_presets.py)
     assert list(cgan.model.optimizer.betas) == [0.5, 0.999] and cgan.model.lr == 5e-4 and cgan.trainer.max_epochs == 20
     assert list(cgan.model.generator.hidden_dims) == list(seed_cgan.model.generator.hidden_dims)
 

@@ -43,9 +43,8 @@ from src.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-# The pinned classifiers, trained once with ``Recipe()`` (``train NAME --output ...``) on this
-# project's 2-core CPU machine, torch 2.14.1: test accuracy MNIST 0.9921, Fashion-MNIST 0.9072,
-# as ``python -m src.metrics.classifier`` measures them.
+# The pinned classifiers, trained once with ``Recipe()`` (``train NAME --output ...``); their test
+# accuracy is what ``python -m src.metrics.classifier`` (``make classifiers``) measures (docs/results.md).
 PINNED_SHA256 = {
     "mnist": "ab4bcf85927dde33f1721446b7fb168b951562f88ebb1c6e15ee2a13673a7ca1",
     "fashion_mnist": "3086538f61e95e89cd3c10cddc4ccbf12affa925ac62d17e9992c397dc22005d",

@@ -155,7 +155,7 @@ class RunCheckpoint(ModelCheckpoint):
     with ``ckpt_path=last`` in the same run folder (as the README shows) is that case by design,
     and Lightning only learns that it is resuming after this check. It is the only case left: a
     fresh run into a folder that holds another run's checkpoints is refused before this
-    (``src.checks.check_fresh_run_dir``), and ``overwrite=true`` empties the folder first.
+    (``src.run_folder.check_fresh_run_dir``), and ``overwrite=true`` empties the folder first.
     """
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

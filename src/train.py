@@ -38,20 +38,19 @@ from src.checkpoint import (
     newest_checkpoint_callback,
     read_checkpoint,
 )
-from src.checks import (
+from src.checks import check_output_dir, validate
+from src.devices import cpu_threads
+from src.errors import ConfigError, NonFiniteLossError, TrainingInterrupted, UserError, release_stderr, root_cause, run_entry_point, user_error
+from src.metrics.callback import SampleQuality
+from src.run_folder import (
     FolderTaken,
     check_fresh_run_dir,
-    check_output_dir,
     clear_run_dir,
     restore_refused_run,
     restore_refused_runs,
     run_folder_in_use,
     run_lock,
-    validate,
 )
-from src.devices import cpu_threads
-from src.errors import ConfigError, NonFiniteLossError, TrainingInterrupted, UserError, release_stderr, root_cause, run_entry_point, user_error
-from src.metrics.callback import SampleQuality
 from src.sweeps import JOB_ERROR, infer_direction, leave_alone, record_job
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,9 @@ import torch
 from PIL import Image
 from test_reliability import _cli, _tiny_run
 
-from src.checks import FolderTaken, check_fresh_run_dir, check_optuna_storage, clear_run_dir, existing_run, validate
+from src.checks import check_optuna_storage, validate
 from src.errors import ConfigError
+from src.run_folder import FolderTaken, check_fresh_run_dir, clear_run_dir, existing_run
 from src.train import train
 
 ONE_EPOCH = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1"]

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from test_reliability import _cli, _tiny_run
 
-from src.checks import acquire_run_lock, release_run_lock
 from src.errors import ConfigError
+from src.run_folder import acquire_run_lock, release_run_lock
 from src.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +41,9 @@ def test_a_fresh_run_into_a_folder_holding_a_run_is_refused_and_overwrite_starts
     assert not list(tmp_path.glob(".run.*"))  # the lock goes with the run
 
 
-HOLD_LOCK = "import sys, time; from src.checks import acquire_run_lock; acquire_run_lock(sys.argv[1]); print('locked', flush=True); time.sleep(120)"
+HOLD_LOCK = (
+    "import sys, time; from src.run_folder import acquire_run_lock; acquire_run_lock(sys.argv[1]); print('locked', flush=True); time.sleep(120)"
+)
 
 
 def test_a_run_into_a_folder_another_run_is_using_is_refused_with_a_line_naming_it(cfg_factory, tmp_path):

@@ -82,6 +82,7 @@ RULES = (
     ("model.loss", lambda v: v in LOSSES, f"one of {LOSSES}"),
     ("model.gp_weight", lambda v: _number(v) and v > 0, "a positive number"),
     ("model.r1_gamma", lambda v: _number(v) and v >= 0, "zero (off) or a positive number"),
+    ("model.r1_every", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a positive integer (R1 on every N-th batch)"),
     ("model.n_critic", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a positive integer (D steps per G step)"),
     ("model.label_smoothing", lambda v: _number(v) and 0 <= v < 1, "in [0, 1)"),
     ("model.lr_decay_fraction", lambda v: _number(v) and 0 <= v <= 1, "in [0, 1]: the last share of trainer.max_epochs that decays (0 = constant)"),

@@ -61,7 +61,8 @@ class GAN(L.LightningModule):
     Stabilizers, all off in this constructor's defaults (the seeds' training; the configs turn
     on what was measured to help): ``loss`` (``bce``, ``hinge``,
     ``wgan_gp`` with its gradient penalty weighted ``gp_weight``), ``r1_gamma`` (R1 penalty on
-    real images), ``label_smoothing`` (one-sided, bce only), ``ema_decay`` (an exponential moving
+    real images; ``r1_every=N`` computes it on every N-th batch only, scaled by N, StyleGAN2's lazy
+    regularization), ``label_smoothing`` (one-sided, bce only), ``ema_decay`` (an exponential moving
     average of G's weights, used by ``sample``), ``lr_g``/``lr_d`` (TTUR), ``lr_decay_fraction``
     (both rates fall linearly over that last share of ``trainer.max_epochs``: :func:`decay_epochs`,
     :func:`linear_decay`), ``diffaugment`` (a DiffAugment policy such as ``["translation", "cutout"]``
@@ -84,6 +85,7 @@ class GAN(L.LightningModule):
         loss: str = "bce",
         gp_weight: float = 10.0,
         r1_gamma: float = 0.0,
+        r1_every: int = 1,
         n_critic: int = 1,
         label_smoothing: float = 0.0,
         ema_decay: float | None = None,
@@ -224,21 +226,24 @@ class GAN(L.LightningModule):
         with torch.set_grad_enabled(g_step):  # a D-only batch needs no graph through G
             fake = self(z, fake_labels)
 
+        # Lazy R1 (StyleGAN2, Karras et al. 2020, "lazy regularization"): on every r1_every-th
+        # batch only, counted over epochs like n_critic (the first batch has it), weighted by r1_every.
+        r1_now = bool(hp.r1_gamma) and (self.batches_trained - 1) % hp.r1_every == 0
         with self.toggled_optimizer(opt_d):
-            if hp.r1_gamma:
+            if r1_now:
                 real = real.detach().requires_grad_(True)
             d_real_logits, d_fake_logits = self._discriminate_real_and_fake(real, real_labels, fake.detach(), fake_labels, batch_idx)
             d_loss = losses.d_loss(hp.loss, d_real_logits, d_fake_logits, real_target=1.0 - hp.label_smoothing)
             penalties = {}
             if hp.loss == "wgan_gp":
                 penalties["train/gp"] = losses.gradient_penalty(self.discriminator, real, fake, real_labels)
-            if hp.r1_gamma:
+            if r1_now:
                 penalties["train/r1"] = losses.r1_penalty(d_real_logits, real)
             d_total = d_loss
             if "train/gp" in penalties:
                 d_total = d_total + hp.gp_weight * penalties["train/gp"]
             if "train/r1" in penalties:
-                d_total = d_total + hp.r1_gamma / 2 * penalties["train/r1"]
+                d_total = d_total + hp.r1_gamma / 2 * hp.r1_every * penalties["train/r1"]
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(d_total)
             opt_d.step()
@@ -363,6 +368,15 @@ class GAN(L.LightningModule):
         lr = self.hparams.lr
         opt_g = self.optimizer_factory(self.generator.parameters(), lr=self.hparams.lr_g or lr)
         opt_d = self.optimizer_factory(self.discriminator.parameters(), lr=self.hparams.lr_d or lr)
+        if self.hparams.r1_every > 1:
+            # StyleGAN2's correction for lazy R1 (its training_loop.py): D's optimizer sees the
+            # penalty's steps as part of its own, so its rate and Adam's betas go to the power
+            # r1_every / (r1_every + 1), as if each step took that share of a step's time.
+            ratio = self.hparams.r1_every / (self.hparams.r1_every + 1)
+            for group in opt_d.param_groups:
+                group["lr"] = group["lr"] * ratio
+                if "betas" in group:
+                    group["betas"] = tuple(beta**ratio for beta in group["betas"])
         return opt_g, opt_d
 
     def configure_optimizers(self):

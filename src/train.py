@@ -87,6 +87,7 @@ HPARAM_KEYS = (
     "model.loss",
     "model.n_critic",
     "model.r1_gamma",
+    "model.r1_every",
     "model.label_smoothing",
     "model.lr_decay_fraction",
     "model.diffaugment",

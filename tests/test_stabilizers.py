@@ -132,3 +132,25 @@ def test_spectral_norm_bounds_each_layer_of_the_mlp_discriminator():
         "net.4.weight",
         "net.4.bias",
     ]
+
+
+def test_lazy_r1_runs_on_every_nth_batch_weighted_by_n_and_rescales_d_s_adam(cfg_factory, monkeypatch):
+    from src import losses
+
+    calls: list[int] = []
+    r1 = losses.r1_penalty
+
+    def counted(logits, real):
+        calls.append(1)
+        return r1(logits, real)
+
+    monkeypatch.setattr(losses, "r1_penalty", counted)
+    for every, expected in ((1, 7), (3, 3)):  # batches 1..7: every one; the 1st, 4th and 7th
+        calls.clear()
+        cfg = cfg_factory("model=gan", "model.r1_gamma=1", f"model.r1_every={every}")
+        gan = instantiate(cfg.model)
+        bare_trainer(limit_train_batches=7, log_every_n_steps=50).fit(gan, datamodule=instantiate(cfg.data))
+        assert len(calls) == expected, every
+    plain, lazy = (instantiate(cfg_factory("model=gan", f"model.r1_every={n}").model).build_optimizers()[1] for n in (1, 4))
+    assert plain.param_groups[0]["lr"] == 8e-4 and plain.param_groups[0]["betas"] == (0.0, 0.9)
+    assert lazy.param_groups[0]["lr"] == pytest.approx(8e-4 * 0.8) and lazy.param_groups[0]["betas"] == pytest.approx((0.0, 0.9**0.8))

@@ -168,11 +168,16 @@ def test_every_refusal_into_an_existing_run_leaves_its_files_as_they_were(tmp_pa
         assert _files(run_dir) == before, extra
 
 
+def _sweep(data_root: Path, sweep_dir: Path, *extra: str) -> list[str]:
+    """A tiny one-epoch ``--multirun`` into ``sweep_dir``."""
+    args = [a for a in _tiny_run(data_root, sweep_dir.parent / "unused", *ONE_EPOCH) if not a.startswith("hydra.run.dir")]
+    return ["--multirun", f"hydra.sweep.dir={sweep_dir}", *args, *extra]
+
+
 @pytest.mark.slow
 def test_a_refusal_into_an_existing_sweep_leaves_its_files_as_they_were(tmp_path, data_root):
     sweep_dir = tmp_path / "sweep"
-    args = [a for a in _tiny_run(data_root, tmp_path / "unused", *ONE_EPOCH) if not a.startswith("hydra.run.dir")]
-    first = _cli("--multirun", "model.lr=1e-4", f"hydra.sweep.dir={sweep_dir}", *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = _cli(*_sweep(data_root, sweep_dir, "model.lr=1e-4"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert first.wait(timeout=300) == 0, first.communicate()[1][-3000:]
     before = _files(sweep_dir)
     junk = tmp_path / "junk.db"
@@ -181,7 +186,7 @@ def test_a_refusal_into_an_existing_sweep_leaves_its_files_as_they_were(tmp_path
         ([], "already holds the runs of a sweep"),
         (["overwrite=true", "hparams_search=optuna_recipe", f"hydra.sweeper.storage=sqlite:///{junk}"], "is not an SQLite database"),
     ]:
-        line = _refused("--multirun", "model.lr=2e-4", f"hydra.sweep.dir={sweep_dir}", *args, *extra)
+        line = _refused(*_sweep(data_root, sweep_dir, "model.lr=2e-4", *extra))
         assert message in line, (extra, line)
         assert _files(sweep_dir) == before, extra
 
@@ -189,13 +194,12 @@ def test_a_refusal_into_an_existing_sweep_leaves_its_files_as_they_were(tmp_path
 @pytest.mark.slow
 def test_a_second_sweep_into_a_sweep_folder_in_use_is_refused_and_the_first_finishes_clean(tmp_path, data_root):
     sweep_dir = tmp_path / "sweep"
-    args = [a for a in _tiny_run(data_root, tmp_path / "unused", *ONE_EPOCH) if not a.startswith("hydra.run.dir")]
-    first = _cli("--multirun", "model.lr=1e-4,2e-4", f"hydra.sweep.dir={sweep_dir}", *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = _cli(*_sweep(data_root, sweep_dir, "model.lr=1e-4,2e-4"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     while not (sweep_dir / ".run.owner").is_file():
         assert first.poll() is None and time.monotonic() < deadline, first.communicate()[1][-3000:]
         time.sleep(0.05)
-    line = _refused("--multirun", "model.lr=1e-4,2e-4", f"hydra.sweep.dir={sweep_dir}", *args)
+    line = _refused(*_sweep(data_root, sweep_dir, "model.lr=1e-4,2e-4"))
     assert line.startswith(f"error: another run is using {sweep_dir.resolve()} (pid {first.pid} ") and "hydra.sweep.dir=..." in line
     assert first.wait(timeout=300) == 0, first.communicate()[1][-3000:]
     summary = (sweep_dir / "summary.csv").read_text()

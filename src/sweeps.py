@@ -157,7 +157,7 @@ def record_job(hydra: DictConfig, metric: str | None, status: str, value: Any, o
         return
     metrics_file, error_file = job_dir / "metrics.json", job_dir / JOB_ERROR
     error = error_file.read_text().strip() if error_file.is_file() else ""
-    if status == "completed" and error:  # main() returned NaN for a job it could not run to the end
+    if status == "completed" and error:  # main() returned the worst value for a job it could not run to the end
         status = "diverged" if "became" in error else "failed"
     record = {
         "job": int(hydra.job.num),

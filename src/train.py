@@ -302,10 +302,22 @@ def _fail_job(message: str, multirun: bool, foreign: bool = False) -> None:
     (job_dir / JOB_ERROR).write_text(message + "\n")
 
 
+def _worst(hydra_cfg: DictConfig, metric: str | None) -> float:
+    """What a failed or diverged job returns to the sweeper: the worst value, not NaN.
+
+    Hydra's Optuna sweeper (1.3.0) ends the whole search in a traceback on a NaN: Optuna refuses
+    it, and the sweeper's retry as a failed trial passes the value again, which Optuna refuses
+    too (hydra-ecosystem/hydra#2237; the fix, #3451, is in no release yet). An infinite value is
+    a completed trial that ranks last. The summary row still says failed or diverged, and why.
+    """
+    direction = OmegaConf.select(hydra_cfg, "sweeper.direction") or infer_direction(metric)
+    return -math.inf if str(direction).lower().endswith("maximize") else math.inf
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """The entry point. In a ``--multirun`` a job that diverges or gets a bad value fails alone:
-    it returns NaN (the worst value) to the sweeper, its summary row says why, the sweep goes on."""
+    it returns the worst value (``_worst``) to the sweeper, its summary row says why, the sweep goes on."""
     release_stderr()
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
@@ -324,14 +336,14 @@ def main(cfg: DictConfig) -> float | None:
             raise
         _fail_job(str(shown), multirun, foreign=isinstance(shown, FolderTaken))
         if multirun:
-            return math.nan
+            return _worst(hydra_cfg, cfg.get("optimized_metric"))
         raise SystemExit(1) from None
     name = cfg.get("optimized_metric")
     if not name:
         return None
     value = metrics.get(name, math.nan)
     log.info("%s = %s", name, value)
-    return value
+    return value if math.isfinite(value) else _worst(hydra_cfg, name)
 
 
 STARTUP_INTERRUPTED = "interrupted by Ctrl-C while starting, before the first batch: nothing was trained or saved"

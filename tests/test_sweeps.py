@@ -160,3 +160,23 @@ def test_recipe_search_resumes_its_study_from_storage(tmp_path, data_root):
         (row,) = list(csv.DictReader(f))
     assert float(row["value"]) == pytest.approx(float(row["val/fid_over_coverage"]), rel=1e-5) == pytest.approx(trials[1].value, rel=1e-5)
     assert "model.lr_g=" in row["overrides"] and "model.r1_gamma=" in row["overrides"]
+
+
+@pytest.mark.slow
+def test_an_optuna_search_goes_on_past_a_trial_that_fails(tmp_path, data_root):
+    """A failed trial returns the worst value, not NaN: on a NaN Hydra's Optuna sweeper 1.3.0 ends
+    the search in a traceback (hydra-ecosystem/hydra#2237). When a release fixes it, this still passes."""
+    result = run_cli(
+        "hparams_search=optuna_recipe",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.n_startup_trials=2",
+        "model.lr=-1",  # every trial is refused: lr_g and lr_d are sampled, lr is checked
+        f"paths.data_dir={data_root}",
+        f"hydra.sweep.dir={tmp_path / 'search'}",
+        *TINY_RUN,
+    )
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    with open(tmp_path / "search" / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2
+    assert all(row["status"] == "failed" and "model.lr must be a positive number" in row["error"] for row in rows), rows

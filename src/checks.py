@@ -18,6 +18,7 @@ from src.augment import AUGMENTATIONS, parse_policy
 from src.data.datamodule import LOADERS
 from src.errors import ConfigError
 from src.losses import LOSSES
+from src.models.mlp import INITS
 
 MIN_SAMPLES = 10  # the k-NN radii of density/coverage (k = 5) need more than 5 images on each side
 
@@ -94,6 +95,8 @@ RULES = (
     ("model.discriminator.hidden_dims", lambda v: _widths(v), "a list of positive integers (the hidden layers' widths)"),
     ("model.generator.base_channels", lambda v: _widths([v]), "a positive integer"),
     ("model.discriminator.base_channels", lambda v: _widths([v]), "a positive integer"),
+    ("model.generator.init", lambda v: v in INITS, f"one of {INITS}"),
+    ("model.discriminator.init", lambda v: v in INITS, f"one of {INITS}"),
     ("data.loader", lambda v: v in LOADERS, f"one of {LOADERS}"),
     (
         "callbacks.sample_quality.num_samples",

@@ -154,3 +154,17 @@ def test_lazy_r1_runs_on_every_nth_batch_weighted_by_n_and_rescales_d_s_adam(cfg
     plain, lazy = (instantiate(cfg_factory("model=gan", f"model.r1_every={n}").model).build_optimizers()[1] for n in (1, 4))
     assert plain.param_groups[0]["lr"] == 8e-4 and plain.param_groups[0]["betas"] == (0.0, 0.9)
     assert lazy.param_groups[0]["lr"] == pytest.approx(8e-4 * 0.8) and lazy.param_groups[0]["betas"] == pytest.approx((0.0, 0.9**0.8))
+
+
+def test_he_init_gives_the_second_seed_s_g_the_spread_torch_s_default_takes_away():
+    from src.models.mlp import MLPGenerator
+
+    def spread(init: str) -> float:
+        torch.manual_seed(0)
+        g = MLPGenerator(latent_dim=100, hidden_dims=[128, 256, 512], init=init)
+        with torch.no_grad():
+            return float(g(torch.randn(500, 100)).flatten(1).std(dim=0).mean())
+
+    assert spread("default") < 0.05 < 0.3 < spread("kaiming")  # every z near one grey image, or spread out
+    d = MLPDiscriminator(hidden_dims=[64], activation="relu", init="kaiming")
+    assert float(d.net[0].bias.abs().sum()) == 0 and float(d.net[0].weight.std()) == pytest.approx((2 / 784) ** 0.5, rel=0.05)

@@ -205,6 +205,7 @@ def test_preset_fast_dev_run(cfg_factory, experiment):
         ("model.diffaugment=[translation,color]", r"model.diffaugment must be null \(off\) or a list of \('translation', 'cutout'\)"),
         ("model.diffaugment=5", "model.diffaugment must be null"),
         ("model.instance_noise=-0.1", "model.instance_noise must be zero"),
+        ("model.generator.init=xavier", r"model.generator.init must be one of \('default', 'kaiming'\)"),
         ("model.r1_every=0", r"model.r1_every must be a positive integer \(R1 on every N-th batch\)"),
         ("model.instance_noise=0.1 trainer.max_epochs=null", "model.instance_noise is annealed to 0 over trainer.max_epochs, which is null"),
     ],

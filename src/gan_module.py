@@ -267,14 +267,17 @@ class GAN(L.LightningModule):
             "train/d_real": self._scores(d_real_logits.detach()),
             "train/d_fake": self._scores(d_fake_logits.detach()),
             **penalties,
-            **collapse_diagnostics(self.discriminator, real, fake, real_labels, fake_labels),
         }
-        if hp.instance_noise:
-            metrics["train/instance_noise"] = torch.tensor(self._noise_std(batch_idx), device=self.device)
         # With n_critic > 1, g_loss exists on the batches that took a G step: on every logging
         # step when log_every_n_steps is a multiple of n_critic.
         if g_loss is not None:
             metrics["train/g_loss"] = g_loss
+        # The losses are checked for a divergence; the diagnostics, read after the steps, only logged
+        # (a diverged step's weights are caught by the next loss, or at the epoch's end).
+        checked = tuple(metrics)
+        metrics |= collapse_diagnostics(self.discriminator, real, fake, real_labels, fake_labels)
+        if hp.instance_noise:
+            metrics["train/instance_noise"] = torch.tensor(self._noise_std(batch_idx), device=self.device)
         # One read from the device for all of them, and Lightning is given host tensors: it
         # converts the progress bar's values with .item() after every batch, not only on logging
         # steps, and each .item() of a GPU tensor waits until the GPU has run all queued work
@@ -282,7 +285,7 @@ class GAN(L.LightningModule):
         # (#17334); these are per-rank values, never sync_dist-reduced (NCCL reduces no CPU tensor).
         values = torch.stack([value.detach().float() for value in metrics.values()]).cpu()
         host_metrics = dict(zip(metrics, values.unbind(), strict=True))
-        self._stop_if_nonfinite(host_metrics, batch_idx)
+        self._stop_if_nonfinite({name: host_metrics[name] for name in checked}, batch_idx)
         shown = {name: value for name, value in host_metrics.items() if name in PROGRESS_BAR}
         self.log_dict(shown, prog_bar=True, batch_size=real.size(0))
         self.log_dict({name: value for name, value in host_metrics.items() if name not in shown}, batch_size=real.size(0))

@@ -18,6 +18,7 @@ from src.errors import ConfigError
 from src.run_folder import FolderTaken, check_fresh_run_dir, clear_run_dir, existing_run
 from src.train import train
 
+REPO = Path(__file__).resolve().parents[1]
 ONE_EPOCH = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1"]
 
 
@@ -150,6 +151,10 @@ REFUSALS_INTO_A_RUN = [
     (["ckpt_path=last", "trainer.devices=3"], "needs the project's DDP strategy"),
     (["ckpt_path=last", "+trainer.foo=1"], "trainer (lightning.pytorch.Trainer) refuses its settings"),
     (["ckpt_path=last", "model.generator.hidden_dims=[-5]"], "model.generator.hidden_dims must be"),
+    (["ckpt_path=last", "++trainer.gradient_clip_val=1.0"], "does not clip gradients under manual optimization"),
+    (["ckpt_path=last", "model.optimizer._target_=torch.optim.SGD"], "refuses its arguments"),
+    (["ckpt_path={truncated}"], "truncated"),
+    (["ckpt_path={classifier}"], "is a metrics classifier"),
 ]
 
 
@@ -160,10 +165,16 @@ def test_every_refusal_into_an_existing_run_leaves_its_files_as_they_were(tmp_pa
     run_dir = tmp_path / "run"
     first = _cli(*_tiny_run(data_root, run_dir, *ONE_EPOCH), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert first.wait(timeout=300) == 0, first.communicate()[1][-3000:]
+    # Two files to resume from inside the run's folder (so the resume is not refused as a fresh run first).
+    truncated = run_dir / "checkpoints" / "truncated.ckpt"
+    truncated.write_bytes((run_dir / "checkpoints" / "last.ckpt").read_bytes()[:1000])
+    classifier = run_dir / "checkpoints" / "classifier.pt"
+    classifier.write_bytes((REPO / "src" / "metrics" / "weights" / "mnist.pt").read_bytes())
+    files = {"truncated": truncated, "classifier": classifier}
     before = _files(run_dir)
     time.sleep(0.01)
     for extra, message in REFUSALS_INTO_A_RUN:
-        line = _refused(*_tiny_run(data_root, run_dir, *ONE_EPOCH, *extra))
+        line = _refused(*_tiny_run(data_root, run_dir, *ONE_EPOCH, *(arg.format(**files) for arg in extra)))
         assert message in line, (extra, line)
         assert _files(run_dir) == before, extra
 

@@ -50,6 +50,7 @@ EXPECTED_RECIPES = {
     "cgan_mnist": PLAIN
     | {"lr": 5e-4, "loss": "bce", "r1_gamma": 0.0, "ema_decay": 0.999, "lr_decay_fraction": 0.25, "optimizer": ADAM | {"betas": [0.0, 0.999]}},
     "searched": PLAIN | {"lr": 8e-4, "loss": "hinge", "r1_gamma": 0.1, "ema_decay": 0.999, "optimizer": ADAM | {"betas": [0.0, 0.9]}},
+    "searched_he_init": PLAIN | {"lr": 8e-4, "loss": "hinge", "r1_gamma": 0.1, "ema_decay": 0.999, "optimizer": ADAM | {"betas": [0.0, 0.9]}},
     "sngan": PLAIN | {"lr": 2e-4, "loss": "hinge", "r1_gamma": 0.0, "ema_decay": 0.995, "optimizer": ADAM | {"betas": [0.5, 0.999]}},
     "wgan_gp": PLAIN | {"lr": 1e-4, "loss": "wgan_gp", "r1_gamma": 0.0, "ema_decay": None, "n_critic": 5, "optimizer": ADAM | {"betas": [0.0, 0.9]}},
 }
@@ -60,7 +61,7 @@ DEFAULT_RECIPE = {
     ("cgan", "fashion_mnist"): "searched",
     ("cgan", "mnist"): "cgan_mnist",
     ("gan_mnist", "fashion_mnist"): "dcgan_ema",
-    ("gan_mnist", "mnist"): "dcgan_ema",
+    ("gan_mnist", "mnist"): "searched_he_init",
     ("dcgan", "fashion_mnist"): "dcgan",
     ("dcgan", "mnist"): "dcgan",
     ("dcgan_cond", "fashion_mnist"): "dcgan",
@@ -98,7 +99,9 @@ def test_every_recipe_and_only_a_recipe_sets_the_training_keys():
 
 @pytest.mark.parametrize("recipe", sorted(EXPECTED_RECIPES))
 def test_each_recipe_resolves_to_its_values(recipe):
-    assert _recipe(_resolved(f"recipe={recipe}")["model"]) == EXPECTED_RECIPES[recipe]
+    model = _resolved(f"recipe={recipe}")["model"]
+    assert _recipe(model) == EXPECTED_RECIPES[recipe]
+    assert model["generator"]["init"] == ("kaiming" if recipe == "searched_he_init" else "default")
 
 
 @pytest.mark.parametrize(("model", "data"), sorted(DEFAULT_RECIPE))
@@ -113,6 +116,9 @@ def test_each_model_and_data_set_trains_with_its_default_recipe_and_its_nets(mod
     assert discriminator.get("hidden_dims", discriminator.get("base_channels")) == d_widths
     assert discriminator.get("activation") == d_activation
     assert discriminator.get("spectral_norm") is False and resolved["_target_"] == "src.gan_module.GAN"
+    # He's initialization of G is the one net setting a recipe changes (searched_he_init); D keeps torch's.
+    assert generator.get("init", "default") == ("kaiming" if DEFAULT_RECIPE[(model, data)] == "searched_he_init" else "default")
+    assert discriminator.get("init", "default") == "default"
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,8 @@ or sweep folder leaves every file as it was, and a name the config does not know
 
 from __future__ import annotations
 
+import csv
+import signal
 import sqlite3
 import subprocess
 import time
@@ -203,19 +205,23 @@ def test_a_refusal_into_an_existing_sweep_leaves_its_files_as_they_were(tmp_path
 
 
 @pytest.mark.slow
-def test_a_second_sweep_into_a_sweep_folder_in_use_is_refused_and_the_first_finishes_clean(tmp_path, data_root):
+def test_a_second_sweep_into_a_sweep_folder_in_use_is_refused_and_writes_nothing_there(tmp_path, data_root):
     sweep_dir = tmp_path / "sweep"
-    first = _cli(*_sweep(data_root, sweep_dir, "model.lr=1e-4,2e-4"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # The first sweep's first job trains on (1000 epochs) while the second is started.
+    first = _cli(*_sweep(data_root, sweep_dir, "model.lr=1e-4,2e-4", "trainer.max_epochs=1000"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
-    while not (sweep_dir / ".run.owner").is_file():
+    while not list(sweep_dir.glob("0_*/samples/epoch_000.png")):
         assert first.poll() is None and time.monotonic() < deadline, first.communicate()[1][-3000:]
-        time.sleep(0.05)
+        time.sleep(0.1)
     line = _refused(*_sweep(data_root, sweep_dir, "model.lr=1e-4,2e-4"))
     assert line.startswith(f"error: another run is using {sweep_dir.resolve()} (pid {first.pid} ") and "hydra.sweep.dir=..." in line
-    assert first.wait(timeout=300) == 0, first.communicate()[1][-3000:]
-    summary = (sweep_dir / "summary.csv").read_text()
-    assert summary.count(",completed,") == 2 and "failed" not in summary
-    assert not list(sweep_dir.glob("*/error.txt")) and not list(sweep_dir.glob(".run.*"))
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=300) == 143, first.communicate()[1][-3000:]
+    with open(sweep_dir / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    # Only the first sweep's own row: its job, interrupted by the signal; nothing of the second's.
+    assert [(row["job"], row["status"]) for row in rows] == [("0", "interrupted")], rows
+    assert [path.name for path in sweep_dir.iterdir() if path.is_dir() and not path.name.startswith(".")] == [rows[0]["dir"]]
 
 
 @pytest.mark.slow

@@ -92,6 +92,7 @@ HPARAM_KEYS = (
     "model.lr_decay_fraction",
     "model.diffaugment",
     "model.instance_noise",
+    "model.generator.init",
     "trainer.max_epochs",
     "seed",
 )

@@ -24,6 +24,8 @@ import lightning as L
 import torch
 from train_config import compose_train_config  # puts the repository on sys.path
 
+from src.gan_module import logs_batch
+
 METHODS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__")
 
 
@@ -55,7 +57,7 @@ class HostReadCounter(L.Callback):
             setattr(torch.Tensor, name, self._wrap(name))
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._logging = trainer._logger_connector.should_update_logs
+        self._logging = logs_batch(trainer, pl_module.batches_trained + 1)
         self.batches[self._logging] += 1
 
     def on_validation_start(self, trainer, pl_module) -> None:

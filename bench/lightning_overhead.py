@@ -119,9 +119,9 @@ class Overhead(L.Callback):
         if batch_idx >= self.skip:
             self.around.append(self._end - self._start)
         if batch_idx == trainer.log_every_n_steps + 10:  # values logged: what Lightning does with them each batch
-            connector, bar, calls = trainer._logger_connector, trainer.progress_bar_callback, 2000
+            bar, calls = trainer.progress_bar_callback, 2000
             for name, work in (
-                ("its metrics pass", lambda: connector.metrics),
+                ("its metrics pass", lambda: trainer.callback_metrics),  # the public property runs the logger connector's pass
                 ("the progress bar's get_metrics", lambda: bar.get_metrics(trainer, pl_module)),
             ):
                 if name.startswith("the progress") and bar is None:

@@ -44,6 +44,17 @@ def linear_decay(epoch: int, max_epochs: int, decaying: int) -> float:
     return min(1.0, (max_epochs - epoch) / (decaying + 1))
 
 
+def logs_batch(trainer: L.Trainer, batch_number: int) -> bool:
+    """Whether the loggers write the ``batch_number``-th batch trained (1-based, counted over
+    epochs): Lightning's rule (every ``log_every_n_steps``-th batch, and the batch that stops
+    training), from public attributes, with the module's own batch count (``GAN.batches_trained``,
+    kept in checkpoints as Lightning keeps its loop's). Callbacks ask it in ``on_train_batch_start``
+    with ``batches_trained + 1``. A ``barebones`` Trainer (bench/bench.py's Lightning floor) logs
+    nothing: its ``log_every_n_steps`` is 0."""
+    every = trainer.log_every_n_steps
+    return bool(every) and (batch_number % every == 0 or trainer.should_stop)
+
+
 def per_rank_seed(seed: int, epoch: int, rank: int) -> int:
     """A well-mixed seed for one (run, epoch, rank): ranks draw different noise, resumes the same."""
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
@@ -291,12 +302,7 @@ class GAN(L.LightningModule):
         self.log_dict({name: value for name, value in host_metrics.items() if name not in shown}, batch_size=real.size(0))
 
     def _is_logging_step(self) -> bool:
-        """Whether the loggers write this batch: Lightning's rule (every ``log_every_n_steps``-th
-        batch trained, counted over epochs, and the batch that stops training), from the module's
-        own batch count, which checkpoints keep as Lightning keeps its loop's. A ``barebones``
-        Trainer (bench/bench.py's Lightning floor) logs nothing: its ``log_every_n_steps`` is 0."""
-        every = self.trainer.log_every_n_steps
-        return bool(every) and (self.batches_trained % every == 0 or self.trainer.should_stop)
+        return logs_batch(self.trainer, self.batches_trained)
 
     def _stop_if_nonfinite(self, host_metrics: dict[str, torch.Tensor], batch_idx: int) -> None:
         """Stop a diverged run. Checked on logging steps only, on the values read back for logging:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from src.gan_module import decay_epochs, linear_decay
+from src.gan_module import decay_epochs, linear_decay, logs_batch
 from src.train import train
 
 
@@ -81,7 +81,7 @@ class HostReads(L.Callback):
         return counted
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer._logger_connector.should_update_logs:
+        if logs_batch(trainer, pl_module.batches_trained + 1):
             self.logging_batches.add(batch_idx)
         self.reads, self.active = [], True
 

@@ -1,11 +1,14 @@
-"""The project's code reaches Lightning and Hydra through their public APIs only."""
+"""The project's code, its tests and its benchmarks reach Lightning and Hydra through their public APIs only."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SRC = REPO / "src"
 # Attribute access to a private name on the objects Lightning and Hydra hand us, and imports of
 # their private modules. (torch's documented `_foreach_*` ops and our own `self._x` are fine.)
 PRIVATE = re.compile(
@@ -15,10 +18,12 @@ PRIVATE = re.compile(
 )
 
 
-def test_src_uses_no_private_lightning_or_hydra_api():
+@pytest.mark.parametrize("folder", ["src", "tests", "bench"])
+def test_no_private_lightning_or_hydra_api(folder):
     found = [
-        f"{path.relative_to(SRC.parent)}:{number}: {line.strip()}"
-        for path in sorted(SRC.rglob("*.py"))
+        f"{path.relative_to(REPO)}:{number}: {line.strip()}"
+        for path in sorted((REPO / folder).rglob("*.py"))
+        if path != Path(__file__).resolve()  # this file names the patterns it looks for
         for number, line in enumerate(path.read_text().splitlines(), start=1)
         if PRIVATE.search(line.split("#")[0])
     ]

@@ -22,13 +22,13 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed ## Create .venv and install the project with its test extras
 
 data: install ## Provision MNIST and Fashion-MNIST into DATA_DIR (default: data/), offline sources first
-	$(PY) -m src.data.provision --root $(DATA_DIR)
+	$(PY) -m src.data.provision --data-dir $(DATA_DIR)
 
 classifiers: data ## Verify the pinned classifiers of the quality metrics (FID, cond_acc ...) and measure their test accuracy
-	$(PY) -m src.metrics.classifier check --root $(DATA_DIR)
+	$(PY) -m src.metrics.classifier check --data-dir $(DATA_DIR)
 
 train: data ## Train the default config (gan on Fashion-MNIST: the seed GAN's nets, the searched recipe); ARGS="model=cgan ..." to change it
-	$(PY) -m src.train paths.data_dir=$(DATA_DIR) $(ARGS)
+	$(PY) -m src.train data_dir=$(DATA_DIR) $(ARGS)
 
 test: install ## Run the whole test suite (the slow end-to-end tests included)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -48,10 +48,10 @@ bench: data ## Images/s side by side: seed loops vs a plain PyTorch loop vs the 
 	$(PY) bench/bench.py --data-dir $(DATA_DIR) $(ARGS)
 
 sweep: data ## Sweep the learning rate of both optimizers over 1e-4, 2e-4, 5e-4 (Hydra multirun; summary.md ranks the jobs by FID)
-	$(PY) -m src.train --multirun paths.data_dir=$(DATA_DIR) model.lr=1e-4,2e-4,5e-4 $(ARGS)
+	$(PY) -m src.train --multirun data_dir=$(DATA_DIR) model.lr=1e-4,2e-4,5e-4 $(ARGS)
 
 search: data ## Optuna search for the lowest FID; SEARCH=optuna_recipe: for a training recipe (docs/recipes.md)
-	$(PY) -m src.train hparams_search=$(SEARCH) paths.data_dir=$(DATA_DIR) $(ARGS)
+	$(PY) -m src.train hparams_search=$(SEARCH) data_dir=$(DATA_DIR) $(ARGS)
 
 tb: install ## TensorBoard on outputs/, keeping every epoch's sample grid
 	$(VENV)/bin/tensorboard --logdir outputs --samples_per_plugin images=1000

@@ -83,7 +83,7 @@ def _compose(preset: str, data_dir: str, overrides: list[str], output_dir: str |
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         base = [
             f"model={preset}",
-            f"paths.data_dir={data_dir}",
+            f"data_dir={data_dir}",
             f"paths.output_dir={output_dir or Path(tempfile.gettempdir()) / f'bench-unused-{os.getpid()}'}",
             *SEED_MATH,
         ]

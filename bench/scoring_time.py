@@ -26,9 +26,7 @@ from train_config import compose_train_config  # puts the repository on sys.path
 def measure(preset: str, data: str, data_dir: str, repeats: int, num_samples: int) -> dict:
     from hydra.utils import instantiate
 
-    cfg = compose_train_config(
-        [f"model={preset}", f"data={data}", f"paths.data_dir={data_dir}", f"callbacks.sample_quality.num_samples={num_samples}"]
-    )
+    cfg = compose_train_config([f"model={preset}", f"data={data}", f"data_dir={data_dir}", f"callbacks.sample_quality.num_samples={num_samples}"])
     torch.manual_seed(0)
     model = instantiate(cfg.model).eval()
     datamodule = instantiate(cfg.data)

@@ -1,4 +1,5 @@
-"""Checkpoint files: written atomically, read without running code from them.
+"""Reading checkpoint files back without running code from them (they are written by
+``src/callbacks/checkpoints.py``).
 
     from src.checkpoint import load_model
     model = load_model("outputs/runs/<run>/checkpoints/last.ckpt")   # a GAN in eval mode, on the CPU
@@ -6,40 +7,31 @@
 
 A checkpoint is read with ``torch.load(weights_only=True)``: tensors and plain containers, no
 pickled objects. The model is rebuilt through Hydra from the composed model config that
-:class:`StoreModelConfig` writes beside the weights (``checkpoint["model_config"]``), after every
+:class:`src.callbacks.checkpoints.StoreModelConfig` writes beside the weights (``checkpoint["model_config"]``), after every
 ``_target_`` in it has been checked against :data:`ALLOWED_TARGET_PREFIXES`.
 """
 
 from __future__ import annotations
 
-import errno
 import importlib
 import os
 import pickle
 import pickletools
 import re
-import secrets
-import signal
-import threading
 import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.fabric.plugins import TorchCheckpointIO
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from src.errors import CheckpointError, root_cause
 from src.gan_module import GAN
-from src.metrics.classifier import is_classifier_file
+from src.metrics.extractor import is_classifier_file
 
 MODEL_CONFIG_KEY = "model_config"
 LIGHTNING_VERSION_KEY = "pytorch-lightning_version"  # in every checkpoint Lightning writes
@@ -56,176 +48,11 @@ ALLOWED_TARGET_KINDS = (torch.nn.Module, torch.optim.Optimizer)
 ARCHITECTURE_KEYS = ("_target_", "generator", "discriminator")
 
 
-class StoreModelConfig(L.Callback):
-    """Writes the composed model config (resolved to plain containers) into every checkpoint."""
-
-    def __init__(self, model_config: DictConfig | Mapping[str, Any]) -> None:
-        self.model_config = _plain(model_config)
-
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        checkpoint[MODEL_CONFIG_KEY] = self.model_config
-
-
-def _plain(config: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+def plain_config(config: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     """A config as plain containers, interpolations resolved against its own root (``${seed}``)."""
     if isinstance(config, DictConfig):
         return OmegaConf.to_container(config, resolve=True)
     return OmegaConf.to_container(OmegaConf.create(dict(config)), resolve=True)
-
-
-def newest_checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:
-    """The run's ModelCheckpoint that keeps the newest state (``last.ckpt``), whatever its place.
-
-    Not ``trainer.checkpoint_callback``: that is the first one, which is the best-checkpoint
-    callback here (conf/callbacks/default.yaml says why it comes first).
-    """
-    for callback in trainer.checkpoint_callbacks:
-        if isinstance(callback, ModelCheckpoint) and (callback.save_last or (callback.monitor is None and callback.save_top_k == 1)):
-            return callback
-    return None
-
-
-class CheckpointOnInterrupt(L.Callback):
-    """On Ctrl-C or SIGTERM during fit, writes the last checkpoint (``last.ckpt``) before the run exits.
-
-    Lightning already turns both into a clean stop (SIGTERM: its signal connector raises
-    ``SIGTERMException`` at the end of the current batch; Ctrl-C: ``KeyboardInterrupt``, which this
-    callback also defers to the end of the batch, then ``sys.exit(1)``) and calls ``on_exception``; what it does not do by default is save. ``ModelCheckpoint``'s own
-    ``save_on_exception`` would also save on any error, e.g. a diverged run's NaN weights over the
-    last good ``last.ckpt``: this saves on an interruption only. The checkpoint is mid-epoch, so
-    resuming from it continues the run but is not bit-exact (end-of-epoch checkpoints are).
-    """
-
-    def __init__(self) -> None:
-        self.signal: str | None = None  # "SIGINT" or "SIGTERM" once interrupted
-        self.saved_path: str | None = None
-        self.diverged: list[str] = []  # "G", "D": not saved, their weights had become non-finite
-        self._sigint_pending = False
-        self._handler_installed = False
-
-    # Ctrl-C. Python raises KeyboardInterrupt at whatever bytecode runs when SIGINT arrives. Inside
-    # torch.save (an epoch-end checkpoint) it breaks the zip writer, whose cleanup then raises
-    # "RuntimeError: unexpected pos", so the run ended in a traceback with no interrupt checkpoint
-    # (seen in tests/test_reliability.py's SIGINT test). So, as Lightning does for SIGTERM, the
-    # handler only notes the signal, and the KeyboardInterrupt is raised at the end of the current
-    # batch; a second Ctrl-C raises at once.
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            signal.signal(signal.SIGINT, self._note_sigint)
-            self._handler_installed = True
-
-    def _note_sigint(self, signum: int, frame: Any) -> None:
-        if self._sigint_pending:
-            raise KeyboardInterrupt
-        self._sigint_pending = True
-
-    def _raise_if_interrupted(self) -> None:
-        if self._sigint_pending:
-            self._sigint_pending = False
-            raise KeyboardInterrupt
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        self._raise_if_interrupted()
-
-    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        self._raise_if_interrupted()
-
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self._handler_installed and signal.getsignal(signal.SIGINT) == self._note_sigint:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-        self._handler_installed = False
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, KeyboardInterrupt):
-            self.signal = "SIGINT"
-        elif isinstance(exception, SIGTERMException):
-            self.signal = "SIGTERM"
-        else:
-            return
-        callback = newest_checkpoint_callback(trainer)
-        if callback is None:
-            return
-        if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking or trainer.fast_dev_run:
-            return
-        # Ctrl-C reaches every DDP rank at a different point, and saving meets at a barrier: only
-        # SIGTERM, which Lightning broadcasts so that all ranks stop after the same batch, is safe there.
-        if trainer.world_size > 1 and self.signal == "SIGINT":
-            return
-        # Weights that diverged since the last logging step must not replace the last good
-        # last.ckpt (every rank holds the same weights, so under DDP all ranks skip together).
-        if isinstance(pl_module, GAN) and (diverged := pl_module.diverged_nets()):
-            self.diverged = diverged
-            return
-        # Where that callback keeps the newest state, written through the public
-        # trainer.save_checkpoint as Lightning's own OnExceptionCheckpoint does (every rank calls
-        # it: SIGTERM reaches them all after the same batch).
-        name = callback.CHECKPOINT_NAME_LAST if callback.save_last else callback.filename
-        path = Path(callback.dirpath) / f"{name}{callback.FILE_EXTENSION}"
-        trainer.save_checkpoint(path)
-        self.saved_path = str(path)
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes a checkpoint to a temporary file beside it, fsyncs it, then renames it into place.
-
-    Lightning's own writer goes through an fsspec transaction whose temporary file lies in the
-    system temp folder: on another filesystem the final move is a copy that a kill can cut short,
-    nothing is fsynced, and a killed write leaves its temporary file behind. Here a kill at any
-    moment leaves either the previous checkpoint or the new one, plus at worst a ``.tmp`` file
-    in the checkpoint folder.
-    """
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any | None = None) -> None:
-        if storage_options is not None:
-            raise TypeError(f"{type(self).__name__} takes no storage_options")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp_path = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        # O_EXCL: never write through someone else's file; 0o666 less the umask, as open() would.
-        try:
-            fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except OSError as err:
-            raise _write_error(err, path) from None
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp_path, path)
-        except (OSError, RuntimeError) as err:
-            tmp_path.unlink(missing_ok=True)
-            raise _write_error(err, path) from None
-        except BaseException:
-            tmp_path.unlink(missing_ok=True)
-            raise
-        _fsync_folder(path.parent)
-
-
-def _write_error(err: BaseException, path: Path) -> CheckpointError:
-    """A failed checkpoint write as one line. torch's zip writer turns a full disk into a
-    RuntimeError ("file write failed", then "unexpected pos" from its cleanup), not an OSError."""
-    context = err.__context__
-    full = any(isinstance(e, OSError) and e.errno == errno.ENOSPC for e in (err, context)) or "write failed" in str(err)
-    intact = "the previous checkpoint is intact" if path.exists() else "nothing was written"
-    if full:
-        return CheckpointError(f"no space left on device writing {path}; {intact}")
-    reason = getattr(err, "strerror", None) or str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
-    return CheckpointError(f"could not write {path} ({reason}); {intact}")
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); a no-op where folders can't be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -413,7 +240,7 @@ def check_same_model(checkpoint: dict[str, Any], path: str | os.PathLike, model:
     """Refuse a checkpoint written by another model: its architecture config or its weights' names and shapes differ."""
     stored = checkpoint.get(MODEL_CONFIG_KEY)
     if isinstance(stored, Mapping) and model_config is not None:
-        current = _plain(model_config)
+        current = plain_config(model_config)
         differences = [d for key in ARCHITECTURE_KEYS for d in _differences(stored.get(key), current.get(key), f"model.{key}")]
         if differences:
             more = f" (and {len(differences) - 1} more)" if len(differences) > 1 else ""

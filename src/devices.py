@@ -21,7 +21,7 @@ def skip_nvml_probe_without_gpu() -> None:
     after CUDA is initialized cannot use it). Without a GPU that answer is never cached: each
     call tries to load ``libnvidia-ml.so.1`` again, and torch's optimizers make that call in
     every ``step()`` (their CUDA-graph capture check). With the CUDA build of torch (what pip
-    installs on Linux) that cost ~10% of a ``gan`` batch on a 2-core CPU (BENCHMARKS.md). With no
+    installs on Linux) that is a measurable share of a ``gan`` batch on a CPU (BENCHMARKS.md). With no
     GPU there is nothing to initialize, so torch's default check, answered once and cached, is
     as safe.
     """

@@ -126,3 +126,21 @@ def run_entry_point(main: Callable[[], Any]) -> None:
         raise
     finally:
         release_stderr()
+
+
+def _error_classes(base: type) -> list[type]:
+    return [base, *(sub for cls in base.__subclasses__() for sub in _error_classes(cls))]
+
+
+def worker_error(err: BaseException) -> Exception | None:
+    """The project's error that a spawned DDP worker raised (torch's ``ProcessRaisedException``),
+    rebuilt in the parent; None for others.
+
+    torch sends only the worker's formatted traceback across the process boundary, whose last
+    line is ``module.Class: message``: so a diverged ``trainer=ddp_cpu`` run ends in the same
+    one-line error as a single-process one, and a sweep goes on past it.
+    """
+    known = {f"{cls.__module__}.{cls.__qualname__}": cls for cls in (NonFiniteLossError, *_error_classes(UserError))}
+    lines = str(err).strip().splitlines()
+    name, _, message = (lines[-1] if lines else "").partition(": ")
+    return known[name](message) if name in known else None

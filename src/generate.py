@@ -22,41 +22,21 @@ from omegaconf import DictConfig
 from torchvision.utils import make_grid, save_image
 
 from src.checkpoint import load_model
-from src.checks import COMMAND_NUMBERS, check_numbers, check_output_file
 from src.devices import cpu_threads
-from src.errors import ConfigError, release_stderr, run_entry_point, user_errors
+from src.errors import release_stderr, run_entry_point, user_errors
 from src.interpolation import latent_walk
 from src.metrics.quality import generate
-from src.outputs import check_output_files
-
-
-def check_label(model, label: int | None, labels: str | None) -> None:
-    """``label=K`` / ``labels=all`` against what the model takes."""
-    if not model.conditional:
-        if label is not None or labels is not None:
-            asked = f"label={label}" if label is not None else f"labels={labels}"
-            raise ConfigError(f"{asked}: this model is unconditional, it takes no label")
-        return
-    if label is not None and labels is not None:
-        raise ConfigError("give label=K or labels=all, not both")
-    if labels not in (None, "all"):
-        raise ConfigError(f"labels={labels}: the only choice is labels=all (or one class with label=K)")
-    if label is not None and (isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < model.num_classes):
-        raise ConfigError(f"label={label} is not one of this model's classes 0..{model.num_classes - 1}")
+from src.preflight.commands import check_generate, check_labels, stem_paths
+from src.preflight.outputs import check_output_files
 
 
 def asked_labels(model, num_samples: int, label: int | None, labels: str | None) -> torch.Tensor | None:
-    """The class of each sample: ``label`` for all, or every class in turn, one equal block (a grid row) each."""
-    check_label(model, label, labels)
+    """The class of each sample: ``label`` for all, or every class in turn, one equal block (a grid row)
+    each (``check_labels`` has checked them)."""
     if not model.conditional:
         return None
     if label is not None:
         return torch.full((num_samples,), label, dtype=torch.long)
-    if num_samples % model.num_classes:
-        raise ConfigError(
-            f"num_samples={num_samples}: a conditional model draws every class in turn, one grid row each (labels=all, its default), "
-            f"so num_samples must be a multiple of {model.num_classes}; or ask for one class with label=K"
-        )
     return torch.arange(num_samples) * model.num_classes // num_samples
 
 
@@ -66,31 +46,25 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 def output_paths(cfg: DictConfig, name: str) -> tuple[Path, Path]:
-    """The grid and the images: ``output=<stem>`` + ``.png`` / ``.npz``, or ``<ckpt>_<name>.*`` beside the checkpoint."""
-    stem = Path(cfg.output) if cfg.output else Path(cfg.ckpt_path).with_name(f"{Path(cfg.ckpt_path).stem}_{name}")
-    return stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".npz")
-
-
-def check_outputs(cfg: DictConfig, name: str) -> tuple[Path, Path]:
-    """Both output files, checked before the samples are made (a default name is known only once the model is)."""
-    paths = output_paths(cfg, name)
-    check_output_files(paths, "output" if cfg.output else None, inputs=[cfg.ckpt_path])
+    """The grid and the images: ``output=<stem>`` + ``.png`` / ``.npz``, or ``<ckpt>_<name>.*`` beside
+    the checkpoint, the latter checked now (its name is known only once the model is)."""
+    if cfg.output:
+        return stem_paths(Path(cfg.output))  # checked before the checkpoint was read
+    paths = stem_paths(Path(cfg.ckpt_path).with_name(f"{Path(cfg.ckpt_path).stem}_{name}"))
+    check_output_files(paths, None, inputs=[cfg.ckpt_path])
     return paths
 
 
 def run(cfg: DictConfig) -> tuple[Path, Path]:
-    check_numbers(cfg, COMMAND_NUMBERS)
-    if cfg.output:  # before the checkpoint is read
-        check_outputs(cfg, "")
-    elif Path(cfg.ckpt_path).is_file():
-        check_output_file(Path(cfg.ckpt_path).with_name("grid.png"), "the output beside the checkpoint")
-    if cfg.interpolate:
-        return run_interpolation(cfg)
-    num_samples = cfg.num_samples
+    check_generate(cfg)
     model = load_model(cfg.ckpt_path, map_location=cfg.device)
+    check_labels(model, cfg)
+    if cfg.interpolate:
+        return run_interpolation(cfg, model)
+    num_samples = cfg.num_samples
     labels = asked_labels(model, num_samples, cfg.label, cfg.labels)
     which = "all" if labels is not None and cfg.label is None else (f"label{cfg.label}" if labels is not None else "uncond")
-    paths = check_outputs(cfg, f"n{num_samples}_{which}_seed{cfg.seed}")
+    paths = output_paths(cfg, f"n{num_samples}_{which}_seed{cfg.seed}")
     noise = torch.randn(num_samples, model.latent_dim, generator=torch.Generator().manual_seed(int(cfg.seed)))
     images = generate(model, noise, labels, cfg.batch_size).cpu()
     # One row per class when every class is asked for; otherwise as square as possible.
@@ -98,17 +72,13 @@ def run(cfg: DictConfig) -> tuple[Path, Path]:
     return write(paths, images, labels, nrow)
 
 
-def run_interpolation(cfg: DictConfig) -> tuple[Path, Path]:
+def run_interpolation(cfg: DictConfig, model) -> tuple[Path, Path]:
     """``interpolate=true``: ``rows`` latent walks of ``steps`` images (``src/interpolation.py``);
     a conditional model walks once, in every class's row (or ``rows`` walks of ``label=K``)."""
     rows, steps = cfg.rows, cfg.steps
-    if steps < 2:
-        raise ConfigError(f"steps must be at least 2 (a walk has two ends), got {steps}")
-    model = load_model(cfg.ckpt_path, map_location=cfg.device)
-    check_label(model, cfg.label, cfg.labels)
     which = "uncond" if not model.conditional else ("all" if cfg.label is None else f"label{cfg.label}")
     shown_rows = model.num_classes if which == "all" else rows
-    paths = check_outputs(cfg, f"interp_r{shown_rows}_s{steps}_{which}_seed{cfg.seed}")
+    paths = output_paths(cfg, f"interp_r{shown_rows}_s{steps}_{which}_seed{cfg.seed}")
     noise, labels = latent_walk(rows, steps, model.latent_dim, model.num_classes, cfg.label, seed=int(cfg.seed))
     images = generate(model, noise, labels, cfg.batch_size).cpu()
     return write(paths, images, labels, steps)

@@ -23,8 +23,8 @@ from hydra.experimental.callback import Callback as HydraCallback
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from src.checks import check_optuna_storage, check_output_dir
 from src.errors import ConfigError, release_stderr, user_errors
+from src.preflight.outputs import check_optuna_storage, check_output_dir
 
 # The files a run of this project writes into its folder, by name; overwrite=true deletes these and
 # nothing else, each only if its content is of the kind the name promises (``_written_by_a_run``).

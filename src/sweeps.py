@@ -16,32 +16,23 @@ import json
 import logging
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from src.metrics.quality import METRIC_NAMES
+from src.run_folder import restore_refused_run
 
 log = logging.getLogger(__name__)
 
 JOB_RESULT = "job_result.json"
 JOB_ERROR = "error.txt"  # the one-line reason a job failed, diverged or was interrupted, written by src.train
-METRIC_COLUMNS = (
-    "val/fid",
-    "val/kid",
-    "val/precision",
-    "val/recall",
-    "val/density",
-    "val/coverage",
-    "val/fid_over_coverage",
-    "val/ifid",
-    "val/classifier_score",
-    "val/class_entropy",
-    "val/cond_acc",
-    "train/d_loss",
-    "train/g_loss",
-)
+METRIC_COLUMNS = (*(f"val/{name}" for name in METRIC_NAMES), "train/d_loss", "train/g_loss")
 HIGHER_IS_BETTER = ("score", "acc", "entropy", "precision", "recall", "density", "coverage")
 LOWER_IS_BETTER = ("fid", "kid", "loss")  # checked first: val/fid_over_coverage is a distance, not a coverage
 
@@ -171,6 +162,28 @@ def record_job(hydra: DictConfig, metric: str | None, status: str, value: Any, o
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / JOB_RESULT).write_text(json.dumps(record, indent=2) + "\n")
     write_summary(Path(hydra.sweep.dir), metric, direction)
+
+
+def report_failed_job(message: str, multirun: bool, foreign: bool = False) -> None:
+    """Print a job's one-line error; in a sweep also leave it in the job folder for its summary
+    row, unless the folder is another run's (``foreign``): then nothing is written there. A
+    single run's refused command leaves its folder as it was."""
+    print(f"error: {message}", file=sys.stderr)
+    job_dir = Path(HydraConfig.get().runtime.output_dir)
+    if not multirun:
+        restore_refused_run(job_dir)
+        return
+    if foreign:
+        leave_alone(job_dir)
+        return
+    job_dir.mkdir(parents=True, exist_ok=True)
+    (job_dir / JOB_ERROR).write_text(message + "\n")
+
+
+def record_interrupted_job(hydra: DictConfig, metric: str | None) -> None:
+    """The row of a job stopped by Ctrl-C or SIGTERM: Hydra records no job that ends in SystemExit."""
+    direction = OmegaConf.select(hydra, "callbacks.sweep_summary.direction") or infer_direction(metric)
+    record_job(hydra, metric, "interrupted", math.nan, list(hydra.overrides.task), direction)
 
 
 class SweepSummary(Callback):

@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_cfg, write_tiny_dataset
-from test_generate_evaluate import checkpoints, command_cfg  # noqa: F401 -- the fixture
+from conftest import command_cfg, make_cfg, write_tiny_dataset
 
 from src.checkpoint import CheckpointError
 from src.data.idx import IdxFormatError, write_idx
@@ -55,7 +54,7 @@ def _refused(cfg, out: Path, message: str) -> None:
         (["+trainer.foo=1"], "trainer (lightning.pytorch.Trainer) refuses its settings: Trainer.__init__() got an unexpected keyword argument 'foo'"),
         (
             ["+callbacks.sample_grid.colour=red"],
-            "callbacks.sample_grid (src.callbacks.SampleGrid) refuses its settings: SampleGrid.__init__() got an unexpected keyword argument 'colour'",
+            "callbacks.sample_grid (src.callbacks.grids.SampleGrid) refuses its settings: SampleGrid.__init__() got an unexpected keyword argument 'colour'",
         ),
         (
             ["callbacks.interpolation_grid.steps=1"],
@@ -173,22 +172,22 @@ def test_evaluate_with_a_corrupt_run_config_needs_it_only_without_dataset_and_da
     ckpt = run / "checkpoints" / "last.ckpt"
     ckpt.write_bytes(checkpoints["gan"].read_bytes())
     with pytest.raises(
-        ConfigError, match=r"can't read the run's config .*config\.yaml .*: add dataset=mnist\|fashion_mnist and data_dir=\.\.\. to score without it"
+        ConfigError, match=r"can't read the run's config .*config\.yaml .*: add data=mnist\|fashion_mnist and data_dir=\.\.\. to score without it"
     ):
         evaluate(command_cfg("evaluate", f"ckpt_path={ckpt}", "num_samples=50"))
-    result = evaluate(command_cfg("evaluate", f"ckpt_path={ckpt}", "num_samples=50", "dataset=mnist", f"data_dir={data_root}"))
+    result = evaluate(command_cfg("evaluate", f"ckpt_path={ckpt}", "num_samples=50", "data=mnist", f"data_dir={data_root}"))
     assert result["data"] == "mnist" and result["fid"] is not None
 
 
 def test_the_readme_quality_and_classifier_commands_run_as_written(tmp_path):
-    """README: `python -m src.metrics.quality --root data` and `python -m src.metrics.classifier`
+    """README: `python -m src.metrics.quality --data-dir data` and `python -m src.metrics.classifier`
     (the argparse default of a positional list with choices once made the first fail)."""
     root = tmp_path / "data"
     for name in ("mnist", "fashion_mnist"):
         write_tiny_dataset(root, name)
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     quality = subprocess.run(
-        [sys.executable, "-m", "src.metrics.quality", "--root", str(root), "--num-samples", "50"],
+        [sys.executable, "-m", "src.metrics.quality", "--data-dir", str(root), "--num-samples", "50"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -198,10 +197,20 @@ def test_the_readme_quality_and_classifier_commands_run_as_written(tmp_path):
     assert quality.returncode == 0, quality.stderr[-2000:]
     assert [line.split(",")[0] for line in quality.stdout.splitlines()] == ['{"data": "mnist"', '{"data": "fashion_mnist"']
     check = subprocess.run(
-        [sys.executable, "-m", "src.metrics.classifier", "check", "--root", str(root)], cwd=REPO, capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-m", "src.metrics.classifier", "check", "--data-dir", str(root)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert check.returncode == 0 and check.stdout.count("pinned classifier, SHA-256") == 2, check.stderr[-2000:]
     bad = subprocess.run(
-        [sys.executable, "-m", "src.metrics.quality", "--root", str(root), "cifar"], cwd=REPO, capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-m", "src.metrics.quality", "--data-dir", str(root), "cifar"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert bad.returncode == 1 and bad.stderr.strip() == "error: NAME 'cifar' is not one of mnist, fashion_mnist"

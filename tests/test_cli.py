@@ -19,7 +19,7 @@ TINY_RUN = [
 @pytest.mark.slow
 def test_multirun_over_two_learning_rates(tmp_path, data_root):
     sweep_dir = tmp_path / "sweep"
-    result = run_cli("--multirun", "model.lr=1e-4,5e-4", f"paths.data_dir={data_root}", f"hydra.sweep.dir={sweep_dir}", *TINY_RUN)
+    result = run_cli("--multirun", "model.lr=1e-4,5e-4", f"data_dir={data_root}", f"hydra.sweep.dir={sweep_dir}", *TINY_RUN)
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
     # One folder per job, named by its number and overrides.
@@ -46,7 +46,7 @@ def test_folders_named_like_the_defaults_are_checked_without_a_warning(tmp_path,
     name = "${now:%Y-%m-%d_%H-%M-%S}_${hydra:runtime.choices.model}_${hydra:runtime.choices.data}"
     folder_key = "hydra.run.dir" if mode == "run" else "hydra.sweep.dir"
     extra = [] if mode == "run" else ["--multirun", "model.lr=1e-4"]
-    result = run_cli(*extra, f"paths.data_dir={data_root}", f"{folder_key}={parent}/{name}", *TINY_RUN)
+    result = run_cli(*extra, f"data_dir={data_root}", f"{folder_key}={parent}/{name}", *TINY_RUN)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "HydraConfig was not set" not in result.stderr and "UserWarning: Callback" not in result.stderr
     (folder,) = parent.iterdir()  # the folder checked is the one Hydra created: no stray empty twin
@@ -66,7 +66,7 @@ def test_folders_named_like_the_defaults_are_checked_without_a_warning(tmp_path,
     ],
 )
 def test_bad_input_is_one_line_and_nonzero_exit(tmp_path, override, message):
-    result = run_cli(f"paths.data_dir={tmp_path / 'no-data'}", f"hydra.run.dir={tmp_path / 'run'}", override)
+    result = run_cli(f"data_dir={tmp_path / 'no-data'}", f"hydra.run.dir={tmp_path / 'run'}", override)
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]

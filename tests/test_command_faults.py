@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF_DIR, make_cfg, run_module, write_tiny_dataset
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf, open_dict
+from conftest import command_cfg, make_cfg, run_module, write_tiny_dataset
+from omegaconf import OmegaConf
 
 import src.evaluate
 import src.generate
@@ -31,7 +30,7 @@ from src.data.provision import RAW_FILES
 from src.errors import CheckpointError, user_error
 from src.evaluate import evaluate
 from src.generate import run as generate
-from src.metrics.classifier import pinned_path
+from src.metrics.extractor import pinned_path
 from src.train import train
 
 ONE_EPOCH = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1"]
@@ -47,14 +46,6 @@ def gan_ckpt(tmp_path_factory, data_root) -> Path:
     (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     train(cfg)
     return run_dir / "checkpoints" / "last.ckpt"
-
-
-def command_cfg(name: str, *overrides: str):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(name, overrides=list(overrides))
-    with open_dict(cfg):
-        cfg.pop("hydra", None)
-    return cfg
 
 
 @pytest.fixture
@@ -130,7 +121,7 @@ def test_evaluate_refuses_to_write_its_json_over_its_own_checkpoint(gan_ckpt, tm
     ckpt = tmp_path / "model.ckpt"
     ckpt.write_bytes(gan_ckpt.read_bytes())
     with pytest.raises(Exception) as caught:
-        evaluate(command_cfg("evaluate", f"ckpt_path={ckpt}", f"output={ckpt}", "dataset=mnist", "num_samples=10"))
+        evaluate(command_cfg("evaluate", f"ckpt_path={ckpt}", f"output={ckpt}", "data=mnist", "num_samples=10"))
     _one_line(caught, "is one of the command's own input files, which writing it would overwrite")
     assert ckpt.read_bytes() == gan_ckpt.read_bytes()
 
@@ -175,7 +166,7 @@ DAMAGES = [
 def test_evaluate_checks_the_test_split_as_training_does(gan_ckpt, tmp_path, no_work, damage, message):
     _damage(tmp_path / "data", damage)
     with pytest.raises(Exception) as caught:
-        evaluate(command_cfg("evaluate", f"ckpt_path={gan_ckpt}", "dataset=mnist", f"data_dir={tmp_path / 'data'}", f"output={tmp_path / 'm.json'}"))
+        evaluate(command_cfg("evaluate", f"ckpt_path={gan_ckpt}", "data=mnist", f"data_dir={tmp_path / 'data'}", f"output={tmp_path / 'm.json'}"))
     shown = _one_line(caught)
     assert re.search(message, shown), shown
     assert not (tmp_path / "m.json").exists()
@@ -262,7 +253,7 @@ def test_a_metrics_classifier_given_as_a_checkpoint_is_named_as_one(gan_ckpt, tm
         generate(command_cfg("generate", f"ckpt_path={path}", f"output={tmp_path / 'out'}"))
     _one_line(caught, *expected)
     with pytest.raises(CheckpointError) as caught:
-        evaluate(command_cfg("evaluate", f"ckpt_path={path}", "dataset=mnist", f"output={tmp_path / 'out.json'}"))
+        evaluate(command_cfg("evaluate", f"ckpt_path={path}", "data=mnist", f"output={tmp_path / 'out.json'}"))
     _one_line(caught, *expected)
 
 
@@ -304,7 +295,7 @@ def test_the_commands_print_each_fault_as_one_error_line(gan_ckpt, tmp_path):
         ("src.generate", [f"ckpt_path={gan_ckpt}", f"output={tmp_path / LONG}"], "over the file system's limit of 255 bytes per name"),
         ("src.generate", [f"ckpt_path={gan_ckpt}", f"output={tmp_path / 'grid'}"], "grid.png can't be written: it is an existing folder"),
         ("src.evaluate", [f"ckpt_path={evil}"], "holds code (the pickled global posix.system) and is refused"),
-        ("src.evaluate", [f"ckpt_path={pinned_path('mnist')}", "dataset=mnist"], "is a metrics classifier (of mnist"),
+        ("src.evaluate", [f"ckpt_path={pinned_path('mnist')}", "data=mnist"], "is a metrics classifier (of mnist"),
     ]
     for module, args, message in cases:
         result = run_module(module, *args, timeout=300)

@@ -11,12 +11,12 @@ from conftest import TEST_SIZE, TRAIN_SIZE, write_tiny_dataset
 from torch.utils.data import DataLoader
 from torchvision.datasets import MNIST, FashionMNIST
 
-from src.checks import validate
 from src.data.datamodule import MNISTDataModule
 from src.data.idx import IdxFormatError
 from src.data.loaders import EpochSampler
 from src.data.provision import RAW_FILES, DataUnavailableError, provision, raw_folder
 from src.errors import ConfigError
+from src.preflight.training import check_config
 from src.train import train
 
 
@@ -85,7 +85,7 @@ def test_missing_data_without_network_says_what_to_do(tmp_path, monkeypatch, cfg
     # Point torchvision at a closed local port: the download fails at once, as offline.
     for dataset in (MNIST, FashionMNIST):
         monkeypatch.setattr(dataset, "mirrors", ["http://127.0.0.1:9/"])
-    cfg = cfg_factory("data=mnist", f"paths.data_dir={tmp_path / 'empty'}", "data.sources=[local,torchvision]", "+trainer.fast_dev_run=true")
+    cfg = cfg_factory("data=mnist", f"data_dir={tmp_path / 'empty'}", "data.sources=[local,torchvision]", "+trainer.fast_dev_run=true")
     with pytest.raises(DataUnavailableError) as err:
         train(cfg)
     message = str(err.value)
@@ -98,9 +98,9 @@ def test_missing_data_without_network_says_what_to_do(tmp_path, monkeypatch, cfg
 
 def test_bad_loader_and_batch_size_are_rejected(cfg_factory):
     with pytest.raises(ConfigError, match=r"data.loader must be one of \('tensor', 'classic'\), got 'pil'"):
-        validate(cfg_factory("data.loader=pil"))
+        check_config(cfg_factory("data.loader=pil"))
     with pytest.raises(ConfigError, match="data.batch_size must be a positive integer"):
-        validate(cfg_factory("data.batch_size=0"))
+        check_config(cfg_factory("data.batch_size=0"))
 
 
 def test_classic_loader_trains(cfg_factory):

@@ -14,7 +14,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
 from src.errors import ConfigError, NonFiniteLossError
-from src.train import check_launch, train
+from src.preflight.training import check_launch
+from src.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -125,7 +126,7 @@ def test_torchrun_launch_trains_two_processes_and_writes_once(tmp_path, data_roo
             "trainer.devices=2",
             "trainer.max_epochs=1",
             "trainer.log_every_n_steps=1",
-            f"paths.data_dir={data_root}",
+            f"data_dir={data_root}",
             "data.sources=[local]",
             "data.batch_size=30",
             "model=cgan",

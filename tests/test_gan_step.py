@@ -7,87 +7,11 @@ import os
 import lightning as L
 import pytest
 import torch
+from conftest import HostReads, StepRecorder, bare_trainer, weights_changed, weights_of
 from hydra.utils import instantiate
 
-from src.gan_module import decay_epochs, linear_decay, logs_batch
+from src.gan_module import decay_epochs, linear_decay
 from src.train import train
-
-
-def bare_trainer(**settings) -> L.Trainer:
-    """One CPU epoch without validation, logger, checkpoints or progress bar: the step alone."""
-    return L.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        **settings,
-    )
-
-
-def _snapshot(module: torch.nn.Module) -> list[torch.Tensor]:
-    return [p.detach().clone() for p in module.parameters()]
-
-
-def _changed(before: list[torch.Tensor], module: torch.nn.Module) -> bool:
-    return any(not torch.equal(b, p) for b, p in zip(before, module.parameters(), strict=True))
-
-
-class StepRecorder(L.Callback):
-    """Records, around every optimizer step, whether G's and D's weights moved."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, bool, bool]] = []
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        opt_g, opt_d = trainer.optimizers
-        for name, opt in (("G", opt_g), ("D", opt_d)):
-            opt.register_step_pre_hook(lambda *_: self._before(pl_module))
-            opt.register_step_post_hook(lambda *_, name=name: self._after(name, pl_module))
-
-    def _before(self, pl_module) -> None:
-        self._g, self._d = _snapshot(pl_module.generator), _snapshot(pl_module.discriminator)
-
-    def _after(self, name: str, pl_module) -> None:
-        self.events.append((name, _changed(self._g, pl_module.generator), _changed(self._d, pl_module.discriminator)))
-
-
-class HostReads(L.Callback):
-    """Counts the tensor methods that copy a value back to the host: on a GPU each of them waits
-    until every queued kernel has run, so a training step should make none it can avoid.
-
-    Counts while ``active``; as a callback, it records each training batch's reads (its step and
-    hooks) in ``per_batch`` and notes which batches were logging steps.
-    """
-
-    METHODS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__")
-
-    def __init__(self, monkeypatch) -> None:
-        self.reads: list[str] = []
-        self.active = False
-        self.per_batch: dict[int, list[str]] = {}
-        self.logging_batches: set[int] = set()
-        for name in self.METHODS:
-            monkeypatch.setattr(torch.Tensor, name, self._counted(name, getattr(torch.Tensor, name)))
-
-    def _counted(self, name, method):
-        def counted(tensor, *args, **kwargs):
-            if self.active:
-                self.reads.append(name)
-            return method(tensor, *args, **kwargs)
-
-        return counted
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if logs_batch(trainer, pl_module.batches_trained + 1):
-            self.logging_batches.add(batch_idx)
-        self.reads, self.active = [], True
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.active = False
-        self.per_batch[batch_idx] = self.reads
 
 
 @pytest.mark.parametrize("model", ["gan", "cgan"])
@@ -238,7 +162,7 @@ def test_a_barebones_trainer_trains_the_module(cfg_factory):
     logging-step rule divided by it: ZeroDivisionError in the first batch)."""
     cfg = cfg_factory()
     gan = instantiate(cfg.model)
-    before = _snapshot(gan.generator)
+    before = weights_of(gan.generator)
     trainer = L.Trainer(barebones=True, accelerator="cpu", max_epochs=1, limit_train_batches=2, limit_val_batches=0)
     trainer.fit(gan, datamodule=instantiate(cfg.data))
-    assert trainer.log_every_n_steps == 0 and gan.batches_trained == 2 and _changed(before, gan.generator)
+    assert trainer.log_every_n_steps == 0 and gan.batches_trained == 2 and weights_changed(before, gan.generator)

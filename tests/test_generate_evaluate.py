@@ -8,9 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CONF_DIR, make_cfg, run_module
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf, open_dict
+from conftest import command_cfg, run_module
 from PIL import Image
 
 from src.checkpoint import CheckpointError
@@ -18,31 +16,8 @@ from src.errors import ConfigError
 from src.evaluate import evaluate
 from src.generate import run as generate
 from src.metrics.quality import METRIC_NAMES
-from src.train import train
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory, data_root) -> dict[str, Path]:
-    """last.ckpt of a one-epoch (two-batch) run per model, in a run folder with its .hydra/config.yaml."""
-    found = {}
-    for model in ("gan", "cgan"):
-        run_dir = tmp_path_factory.mktemp(model)
-        cfg = make_cfg([f"model={model}", "data=mnist", "trainer.max_epochs=1", "+trainer.limit_train_batches=2"], run_dir, data_root)
-        (run_dir / ".hydra").mkdir()
-        (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-        train(cfg)
-        found[model] = run_dir / "checkpoints" / "last.ckpt"
-    return found
-
-
-def command_cfg(name: str, *overrides: str):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(name, overrides=list(overrides))
-    with open_dict(cfg):
-        cfg.pop("hydra", None)
-    return cfg
 
 
 def test_generate_all_classes_of_a_cgan(checkpoints, tmp_path):
@@ -106,7 +81,7 @@ def test_bad_checkpoints(tmp_path):
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {}}, foreign)
     with pytest.raises(CheckpointError, match="not a lightning-gan checkpoint"):
-        evaluate(command_cfg("evaluate", f"ckpt_path={foreign}", "dataset=mnist"))
+        evaluate(command_cfg("evaluate", f"ckpt_path={foreign}", "data=mnist"))
 
 
 @pytest.mark.parametrize("model", ["gan", "cgan"])
@@ -146,7 +121,7 @@ def test_generate_writes_latent_walks(checkpoints, tmp_path):
 def test_evaluate_needs_to_know_the_data_of_a_moved_checkpoint(checkpoints, tmp_path):
     moved = tmp_path / "moved.ckpt"
     moved.write_bytes(checkpoints["gan"].read_bytes())
-    with pytest.raises(ConfigError, match="add dataset=mnist or dataset=fashion_mnist"):
+    with pytest.raises(ConfigError, match="add data=mnist or data=fashion_mnist"):
         evaluate(command_cfg("evaluate", f"ckpt_path={moved}"))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import torch
 from conftest import write_tiny_dataset
 
 from src.metrics import classifier as clf
-from src.metrics.classifier import ClassifierError, DomainClassifier, Recipe, load_classifier, pinned_path
+from src.metrics import extractor
+from src.metrics.extractor import ClassifierError, DomainClassifier, Recipe, load_classifier, pinned_path
 from src.metrics.quality import METRIC_NAMES, NonFiniteSamplesError, QualityMetrics, class_metrics
 
 TINY = Recipe(channels=(4, 8), feature_dim=16, epochs=1, batch_size=64)
@@ -80,7 +82,7 @@ PINNED = {  # the digests the project's figures are measured with: changing a fi
 
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
 def test_the_pinned_classifiers_are_shipped_verified_and_loaded(name):
-    assert clf.PINNED_SHA256 == PINNED
+    assert extractor.PINNED_SHA256 == PINNED
     assert clf.file_sha256(pinned_path(name)) == PINNED[name]
     model, info = load_classifier(name)
     assert info["classifier"] == "pinned" and info["sha256"] == PINNED[name] and info["data"] == name
@@ -92,7 +94,7 @@ def _pinned_copy(tmp_path, monkeypatch, name="mnist") -> Path:
     copy = tmp_path / "weights" / f"{name}.pt"
     copy.parent.mkdir()
     copy.write_bytes(pinned_path(name).read_bytes())
-    monkeypatch.setattr(clf, "pinned_path", lambda n: tmp_path / "weights" / f"{n}.pt")
+    monkeypatch.setattr(extractor, "pinned_path", lambda n: tmp_path / "weights" / f"{n}.pt")
     return copy
 
 
@@ -206,4 +208,4 @@ def test_the_pinned_classifiers_reach_an_installed_copy(tmp_path):
     (wheel,) = tmp_path.glob("lightning_gan-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         for name in PINNED:
-            assert clf.hashlib.sha256(archive.read(f"src/metrics/weights/{name}.pt")).hexdigest() == PINNED[name]
+            assert hashlib.sha256(archive.read(f"src/metrics/weights/{name}.pt")).hexdigest() == PINNED[name]

@@ -9,8 +9,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from src.callbacks.quality import SampleQuality
 from src.metrics import classifier
-from src.metrics.callback import SampleQuality
 from src.train import train
 
 QUALITY = [

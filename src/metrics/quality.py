@@ -21,7 +21,7 @@
 
 Real-vs-real figures, the floor of FID/KID and the ceiling of the others for N samples:
 
-    python -m src.metrics.quality --root data                # both data sets, 10,000 images each
+    python -m src.metrics.quality --data-dir data                # both data sets, 10,000 images each
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from src.data.loaders import to_model_range
-from src.data.provision import DATASETS
+from src.data.provision import DATASETS, load_split
 from src.errors import ConfigError, UserError, user_errors
-from src.metrics.classifier import DomainClassifier, load_classifier, load_split
+from src.metrics.extractor import DomainClassifier, load_classifier
 from src.metrics.manifold import RealManifold
 
 # What QualityMetrics.compute returns, in the order the tables show them; ifid and cond_acc only
@@ -123,7 +123,7 @@ class QualityMetrics:
         self.num_real = len(real_images)
         real_features, _ = self.features_and_logits(real_images)
         feature = FeatureInput(classifier.num_features)
-        # sync_on_compute=False: under DDP only rank zero scores (src/metrics/callback.py); syncing
+        # sync_on_compute=False: under DDP only rank zero scores (src/callbacks/quality.py); syncing
         # would wait forever for ranks that hold no samples.
         self.fid = FrechetInceptionDistance(feature=feature, reset_real_features=False, sync_on_compute=False)
         with warnings.catch_warnings():
@@ -212,11 +212,11 @@ def generate(model, noise: torch.Tensor, labels: torch.Tensor | None, batch_size
     return torch.cat(images)
 
 
-def real_vs_real(name: str, root: str | os.PathLike, num_samples: int, classifier_path: str | None = None) -> dict[str, float]:
+def real_vs_real(name: str, data_dir: str | os.PathLike, num_samples: int, classifier_path: str | None = None) -> dict[str, float]:
     """Training images against test images, N of each: what a perfect generator would score."""
     classifier, _ = load_classifier(name, classifier_path)
-    test_images, test_labels = load_split(name, root, train=False, key="--root")
-    train_images, train_labels = load_split(name, root, train=True, key="--root")
+    test_images, test_labels = load_split(name, data_dir, train=False, key="--data-dir")
+    train_images, train_labels = load_split(name, data_dir, train=True, key="--data-dir")
     metrics = QualityMetrics(classifier, test_images[:num_samples], test_labels[:num_samples])
     return metrics.compute(train_images[:num_samples], train_labels[:num_samples])
 
@@ -224,7 +224,7 @@ def real_vs_real(name: str, root: str | os.PathLike, num_samples: int, classifie
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Real-vs-real quality figures: N training images scored against N test images.")
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"data sets, of {', '.join(DATASETS)} (default: both)")
-    parser.add_argument("--root", default="data", help="the data folder (default: data)")
+    parser.add_argument("--data-dir", default="data", help="the data folder (default: data)")
     parser.add_argument("--num-samples", type=int, default=10_000)
     parser.add_argument("--classifier", default=None, help="a classifier file instead of the pinned one (one NAME)")
     args = parser.parse_args(argv)
@@ -235,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.num_samples < 2 * 10:
             raise ConfigError(f"--num-samples must be at least 20 (two images of every class), got {args.num_samples}")
         for name in names:
-            figures = real_vs_real(name, args.root, args.num_samples, args.classifier)
+            figures = real_vs_real(name, args.data_dir, args.num_samples, args.classifier)
             print(
                 json.dumps({"data": name, "num_samples": args.num_samples} | {k: round(v, 4) if math.isfinite(v) else v for k, v in figures.items()})
             )

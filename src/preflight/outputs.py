@@ -1,21 +1,20 @@
-"""The output files of a command, checked before its work: a failure after minutes of sampling,
-scoring or training would lose that work.
+"""The files and folders a command will write, checked before its work: a failure after minutes
+of training, sampling or scoring would lose that work.
 
-    check_output_files([stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".npz")])
-
-:func:`src.checks.check_output_file` checks that a file's folder can be written; this adds what
-only shows when the file itself is opened: a name longer than the file system takes, a path that
-is an existing folder, an existing file that is read-only, an output that is one of the inputs.
+    check_output_dir(run_dir)                          # a run folder that can be written
+    check_output_files([png, npz], "output")           # names, existing folders, read-only files, the command's inputs
+    check_optuna_storage("sqlite:///outputs/search.db")
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
-from src.checks import check_output_file
 from src.errors import ConfigError
+from src.files import probe_writable
 
 _NAME_MAX, _PATH_MAX = 255, 4096  # Linux's, where the file system does not say
 
@@ -48,7 +47,8 @@ def check_output_files(
     temporary_suffix: str = "",
     inputs: Iterable[str | os.PathLike | None] = (),
 ) -> None:
-    """Refuse, in one line and before anything is written, output files that can't be written.
+    """Refuse, in one line and before anything is written, output files that can't be written
+    (and create their missing folders).
 
     ``key``: the setting that names them (``output``, ``--output``); None for a default name
     beside the input, whose fix is to give ``output=``. ``temporary_suffix``: the writer writes
@@ -85,3 +85,50 @@ def check_output_files(
             raise ConfigError(f"{shown} can't be written: the file exists and is read-only: {other}, or make it writable (chmod u+w)")
     for path in paths:  # only now: this one creates the missing parent folders
         check_output_file(path, "the output beside the checkpoint" if key is None else key)
+
+
+def check_output_file(path: str | os.PathLike, key: str = "output") -> None:
+    """Fail before the work, not after it, if a command's output file can't be written there."""
+    folder = Path(path).parent
+    try:
+        probe_writable(folder)
+    except OSError as err:
+        raise ConfigError(f"{key}={path} can't be written: {folder} is not a writable folder ({err.strerror or err})") from None
+
+
+def check_output_dir(path: str | os.PathLike) -> None:
+    """Fail before training, not at the first checkpoint, if the run folder can't be written."""
+    try:
+        probe_writable(path)
+    except OSError as err:
+        raise ConfigError(f"output folder {path} is not writable ({err.strerror or err})") from None
+
+
+def check_optuna_storage(url: str | None) -> None:
+    """An Optuna ``storage=sqlite:///<file>`` must be an SQLite database, or a new file in a folder
+    that can be written: refused in one line before the search opens it (SQLAlchemy's traceback otherwise)."""
+    if not url or not str(url).startswith("sqlite:///"):
+        return
+    path = Path(str(url)[len("sqlite:///") :].split("?", 1)[0])
+    key = "hydra.sweeper.storage"
+    if path.exists():
+        if not path.is_file():
+            raise ConfigError(f"{key}={url}: {path} is not a file; give the path of an Optuna SQLite file")
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+                db.execute("PRAGMA schema_version").fetchone()
+        except sqlite3.Error as err:
+            raise ConfigError(
+                f"{key}={url}: {path} is not an SQLite database ({err}); give another file, or delete this one to start a new study"
+            ) from None
+        if not os.access(path, os.W_OK):
+            raise ConfigError(f"{key}={url}: {path} can't be written; give a file the search can write")
+        return
+    folder = path.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        what = "is not a folder" if folder.exists() else "does not exist"
+        if not folder.exists() or folder.is_file():
+            what = "is a file, not a folder" if folder.is_file() else what
+        else:
+            what = "can't be written"
+        raise ConfigError(f"{key}={url}: {folder} {what}; give a path in a writable folder (e.g. sqlite:///outputs/search.db)")

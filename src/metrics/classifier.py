@@ -25,11 +25,10 @@ import torch
 import torch.nn.functional as F
 
 from src.data.loaders import to_model_range
-from src.data.provision import DATASETS, check_data, load_split
-from src.errors import ConfigError
+from src.data.provision import DATASETS, load_split
 from src.files import atomic_write
-from src.metrics.extractor import FORMAT, PINNED_RECIPE, ClassifierError, DomainClassifier, Recipe, file_sha256, load_classifier, pinned_path
-from src.preflight.outputs import check_output_files
+from src.metrics.extractor import FORMAT, PINNED_RECIPE, DomainClassifier, Recipe, file_sha256, load_classifier
+from src.preflight.commands import check_classifier_check, check_classifier_train
 
 log = logging.getLogger(__name__)
 
@@ -91,18 +90,7 @@ def save_classifier(model: DomainClassifier, name: str, recipe: Recipe, accuracy
 def train_to(name: str, data_dir: str | os.PathLike, output: Path, recipe: Recipe, force: bool = False) -> dict:
     """The ``train`` command: fit a classifier and write it to ``output`` (never a pinned file)."""
     output = Path(output)
-    pinned = {pinned_path(n).resolve() for n in DATASETS}
-    if output.resolve() in pinned:
-        raise ClassifierError(
-            f"{output} is a pinned classifier, which training never replaces: write elsewhere (--output PATH); "
-            "to re-pin, copy the new file there and update PINNED_SHA256 in src/metrics/extractor.py"
-        )
-    check_output_files([output], "--output", temporary_suffix=".tmp")  # what save_classifier writes, before minutes of training
-    if output.exists() and not force:
-        raise ClassifierError(f"{output} exists: choose another --output, or add --force to replace it")
-    if output.exists() and not output.is_file():
-        raise ClassifierError(f"--output {output} is not a file")
-    check_data(name, data_dir, "--data-dir")  # and what it reads
+    check_classifier_train(name, output, force, str(data_dir))
     model, accuracy, seconds = fit_classifier(name, data_dir, recipe)
     digest = save_classifier(model, name, recipe, accuracy, output)
     return {"data": name, "output": str(output), "sha256": digest, "test_accuracy": accuracy, "train_seconds": round(seconds, 1)}
@@ -142,8 +130,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with user_errors():
         if args.command == "train":
-            if args.name not in DATASETS:
-                raise ConfigError(f"NAME {args.name!r} is not one of {', '.join(DATASETS)}")
             recipe = Recipe(feature_dim=args.feature_dim, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
             result = train_to(args.name, args.data_dir, Path(args.output), recipe, args.force)
             print(
@@ -151,12 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 0
         names = getattr(args, "names", None) or list(DATASETS)
-        unknown = [n for n in names if n not in DATASETS]
-        if unknown:
-            raise ConfigError(f"NAME {unknown[0]!r} is not one of {', '.join(DATASETS)}")
         weights = getattr(args, "weights", None)
-        if weights is not None and len(names) != 1:
-            raise ConfigError("--weights checks one classifier file: name its data set, e.g. `check mnist --weights PATH`")
+        check_classifier_check(names, weights)
         for name in names:
             result = check(name, getattr(args, "data_dir", "data"), weights)
             print(

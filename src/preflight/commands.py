@@ -1,10 +1,14 @@
-"""What ``python -m src.generate`` and ``python -m src.evaluate`` accept, checked before they load
-a checkpoint or draw a sample (their config files: conf/generate.yaml, conf/evaluate.yaml).
+"""What the commands besides training accept, checked before they read, train or write anything:
+``python -m src.generate`` and ``python -m src.evaluate`` (conf/generate.yaml, conf/evaluate.yaml),
+``python -m src.metrics.classifier`` and ``python -m src.data.provision``.
 
     check_generate(cfg)             # numbers, a walk's steps, an output=... that can be written
     check_labels(model, cfg)        # label=K / labels=all against the loaded model
     check_evaluate(cfg)             # numbers, num_samples, the output
     name, data_dir = evaluation_data(cfg)   # the data set and folder, from the command or the run's config
+    check_classifier_train(name, output, force, data_dir)
+    check_classifier_check(names, weights)
+    check_provision(names, data_dir)
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from src.data.provision import check_dataset_name, raw_folder
+from src.data.provision import DATASETS, check_data, check_dataset_name, raw_folder
 from src.errors import ConfigError
+from src.metrics.extractor import ClassifierError, pinned_path
 from src.preflight.outputs import check_output_file, check_output_files
 from src.preflight.training import MIN_SAMPLES, check_numbers
 
@@ -121,3 +126,36 @@ def evaluation_data(cfg: DictConfig) -> tuple[str, str]:
 def check_model_data(model, name: str, num_classes: int = 10) -> None:
     if model.num_classes not in (None, num_classes):
         raise ConfigError(f"the model is conditional on {model.num_classes} classes but {name} has {num_classes}")
+
+
+def check_classifier_train(name: str, output: Path, force: bool, data_dir: str) -> None:
+    """``classifier train NAME --output PATH``: a data set, an output that is not a pinned file
+    and can be written, and the data it reads; before minutes of training."""
+    check_dataset_name(name, "NAME")
+    if output.resolve() in {pinned_path(n).resolve() for n in DATASETS}:
+        raise ClassifierError(
+            f"{output} is a pinned classifier, which training never replaces: write elsewhere (--output PATH); "
+            "to re-pin, copy the new file there and update PINNED_SHA256 in src/metrics/extractor.py"
+        )
+    check_output_files([output], "--output", temporary_suffix=".tmp")  # what save_classifier writes
+    if output.exists() and not force:
+        raise ClassifierError(f"{output} exists: choose another --output, or add --force to replace it")
+    if output.exists() and not output.is_file():
+        raise ClassifierError(f"--output {output} is not a file")
+    check_data(name, data_dir, "--data-dir")
+
+
+def check_classifier_check(names: list[str], weights: str | None) -> None:
+    """``classifier check [NAME ...] [--weights PATH]``: known data sets, one of them with ``--weights``."""
+    for name in names:
+        check_dataset_name(name, "NAME")
+    if weights is not None and len(names) != 1:
+        raise ConfigError("--weights checks one classifier file: name its data set, e.g. `check mnist --weights PATH`")
+
+
+def check_provision(names: list[str], data_dir: str) -> None:
+    """``provision [NAME ...] --data-dir DIR``: known data sets and a folder (not a file), before any is fetched."""
+    for name in names:
+        check_dataset_name(name, "NAME")
+    if Path(data_dir).exists() and not Path(data_dir).is_dir():
+        raise ConfigError(f"--data-dir {data_dir} is a file, not a folder: give a folder (make data DATA_DIR=...)")

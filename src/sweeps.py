@@ -7,6 +7,12 @@ wrote to ``metrics.json`` in ``<job>/job_result.json``; then it rewrites ``summa
 leaves its table). A job whose value is NaN (a diverged run), that failed (a bad value in its
 overrides: ``src.train`` writes the one-line reason to ``<job>/error.txt``, which the row shows) or
 that was interrupted ranks last.
+
+When the sweep varies ``seed`` (``seed=1,2,3`` beside the other choices), a second table has one
+row per configuration (the jobs that differ only in their seed): each figure as mean ± standard
+deviation over its completed seeds, with their number n, ranked by the mean value; a failed,
+diverged or interrupted seed is counted and named, never averaged in. It is in ``summary.md``
+and, one column per mean and per std, in ``summary_seeds.csv``.
 """
 
 from __future__ import annotations
@@ -27,10 +33,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.metrics.quality import METRIC_NAMES
 from src.run_folder import restore_refused_run
+from src.spread import mean_std, plus_minus
 
 log = logging.getLogger(__name__)
 
 JOB_RESULT = "job_result.json"
+SEEDS_CSV = "summary_seeds.csv"
 JOB_ERROR = "error.txt"  # the one-line reason a job failed, diverged or was interrupted, written by src.train
 METRIC_COLUMNS = (*(f"val/{name}" for name in METRIC_NAMES), "train/d_loss", "train/g_loss")
 HIGHER_IS_BETTER = ("score", "acc", "entropy", "precision", "recall", "density", "coverage")
@@ -83,6 +91,46 @@ def rank(rows: list[dict], direction: str) -> list[dict]:
     return sorted(rows, key=key)
 
 
+def _is_seed(override: str) -> bool:
+    return override.lstrip("+~").startswith("seed=")
+
+
+def _seed(row: dict) -> str:
+    return next((o.split("=", 1)[1] for o in row["overrides"] if _is_seed(o)), "?")
+
+
+def by_configuration(rows: list[dict], direction: str, present: list[str]) -> list[dict]:
+    """One entry per configuration (the jobs' overrides without ``seed=``), best mean value first;
+    the mean, std and count of the value and of each metric over the completed jobs only."""
+    groups: dict[tuple[str, ...], list[dict]] = {}
+    for row in sorted(rows, key=lambda row: int(row["job"])):
+        groups.setdefault(tuple(o for o in row["overrides"] if not _is_seed(o)), []).append(row)
+    configurations = []
+    for overrides, jobs in groups.items():
+        done = [row for row in jobs if row["status"] == "completed" and math.isfinite(_number(row.get("value")))]
+        value_mean, value_std, n = mean_std(_number(row.get("value")) for row in done)
+        configurations.append(
+            {
+                "overrides": list(overrides),
+                "value": value_mean,
+                "value_std": value_std,
+                "n": n,
+                "seeds": [_seed(row) for row in done],
+                "not_counted": [f"seed={_seed(row)} {row['status'] if row['status'] != 'completed' else 'nan'}" for row in jobs if row not in done],
+                "metrics": {name: mean_std(_number(row.get("metrics", {}).get(name)) for row in done)[:2] for name in present},
+                "jobs": [int(row["job"]) for row in jobs],
+            }
+        )
+    for i, configuration in enumerate(configurations):
+        configuration["job"] = i  # rank()'s tie-break: first-seen order
+    return rank(configurations, direction)
+
+
+def _exact(value: float) -> str:
+    """A float in full (a CSV is read by programs, which recompute with it); empty for NaN."""
+    return repr(value) if math.isfinite(value) else ""
+
+
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.6g}"
@@ -127,8 +175,67 @@ def write_summary(sweep_dir: Path, metric: str | None, direction: str) -> list[d
         "|" + "---|" * len(header),
         *("| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |" for line in table),
     ]
+    if len({_seed(row) for row in rows}) > 1:
+        lines += ["", *seed_table(sweep_dir, rows, direction, present, shared, metric)]
+    else:
+        (sweep_dir / SEEDS_CSV).unlink(missing_ok=True)  # a rerun without seeds leaves no stale table
     (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
     return ranked
+
+
+def seed_table(sweep_dir: Path, rows: list[dict], direction: str, present: list[str], shared: set[str], metric: str | None) -> list[str]:
+    """Write ``summary_seeds.csv``; return the Markdown of the same per-configuration table."""
+    configurations = by_configuration(rows, direction, present)
+    with open(sweep_dir / SEEDS_CSV, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            [
+                "rank",
+                "overrides",
+                "n",
+                "seeds",
+                "not_counted",
+                "value_mean",
+                "value_std",
+                *(f"{name}_{stat}" for name in present for stat in ("mean", "std")),
+                "jobs",
+            ]
+        )
+        for i, c in enumerate(configurations, start=1):
+            overrides = " ".join(o for o in c["overrides"] if o not in shared) or "(none)"
+            figures = [_exact(x) for name in present for x in c["metrics"][name]]
+            writer.writerow(
+                [
+                    i,
+                    overrides,
+                    c["n"],
+                    " ".join(c["seeds"]),
+                    "; ".join(c["not_counted"]),
+                    _exact(c["value"]),
+                    _exact(c["value_std"]),
+                    *figures,
+                    " ".join(map(str, c["jobs"])),
+                ]
+            )
+    header = ["rank", "overrides", "n", "value", *present, "not counted", "jobs"]
+    lines = [
+        f"## Per configuration: mean ± std over seeds (n: completed seeds), ranked by the mean {metric or 'value'}",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for i, c in enumerate(configurations, start=1):
+        cells = [
+            str(i),
+            " ".join(o for o in c["overrides"] if o not in shared) or "(none)",
+            str(c["n"]),
+            plus_minus(c["value"], c["value_std"]),
+            *(plus_minus(*c["metrics"][name]) for name in present),
+            ", ".join(c["not_counted"]),
+            " ".join(map(str, c["jobs"])),
+        ]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return lines
 
 
 _FOREIGN: set[Path] = set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,22 @@ def test_evaluate_reproduces_the_figures_the_run_logged_for_those_weights(checkp
     assert set(names) == set(METRIC_NAMES) - ({"ifid", "cond_acc"} if model == "gan" else set())
     for name in names:
         assert result[name] == pytest.approx(logged[f"val/{name}"], rel=1e-5, abs=1e-6), name
+
+
+def test_evaluate_repeats_scores_independent_sample_sets_and_gives_their_mean_and_std(checkpoints, tmp_path):
+    """repeats=3: three sets from noise seeds 0, 1, 2, the first the callback's; each figure their mean and std."""
+    ckpt = checkpoints["cgan"]
+    one = evaluate(command_cfg("evaluate", f"ckpt_path={ckpt}", "num_samples=60"))
+    result = evaluate(command_cfg("evaluate", f"ckpt_path={ckpt}", "num_samples=60", "repeats=3", f"output={tmp_path / 'r.json'}"))
+    sets = result["per_repeat"]
+    assert result["repeats"] == 3 and len(sets) == 3
+    assert sets[0] == {name: one[name] for name in sets[0]}  # the first set is the single evaluation's
+    assert len({figures["fid"] for figures in sets}) == 3  # three different sample sets
+    for name in ("fid", "coverage", "cond_acc"):
+        values = [figures[name] for figures in sets]
+        assert result[name] == pytest.approx(statistics.fmean(values)) and result["std"][name] == pytest.approx(statistics.stdev(values))
+    with pytest.raises(ConfigError, match="repeats must be a positive integer"):
+        evaluate(command_cfg("evaluate", f"ckpt_path={ckpt}", "repeats=0"))
 
 
 def test_generate_writes_latent_walks(checkpoints, tmp_path):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import math
+import statistics
 from pathlib import Path
 
 import pytest
 from conftest import run_cli
 
-from src.sweeps import JOB_RESULT, MAX_JOB_DIRNAME, infer_direction, job_dirname, write_summary
+from src.sweeps import JOB_RESULT, MAX_JOB_DIRNAME, SEEDS_CSV, infer_direction, job_dirname, write_summary
 
 TINY_RUN = [
     "trainer=cpu",
@@ -65,6 +66,62 @@ def test_summary_of_a_metric_to_maximize(tmp_path):
     assert infer_direction("val/fid_over_coverage") == "minimize"  # a distance per coverage, not a coverage
     assert infer_direction("train/d_loss") == "minimize" and infer_direction(None) == "minimize"
     assert [row["job"] for row in write_summary(tmp_path, "val/cond_acc", infer_direction("val/cond_acc"))] == [1, 0, 2]
+
+
+def seeded_job(sweep_dir: Path, num: int, lr: str, seed: int, fid: float, coverage: float, status: str = "completed") -> None:
+    job_dir = sweep_dir / f"{num}_job"
+    job_dir.mkdir(parents=True)
+    overrides = ["data=mnist", f"model.lr={lr}", f"seed={seed}"]
+    record = {
+        "job": num,
+        "status": status,
+        "value": fid,
+        "overrides": overrides,
+        "metrics": {"val/fid": fid, "val/coverage": coverage},
+        "dir": job_dir.name,
+    }
+    (job_dir / JOB_RESULT).write_text(json.dumps(record))
+
+
+def test_a_sweep_over_seeds_has_a_per_configuration_table_of_means_and_stds(tmp_path):
+    """Two configurations x two seeds, and a third seed of the first that diverged: the means and
+    stds are those of the per-job rows, the diverged seed is counted apart, not averaged in."""
+    for num, lr, seed, fid, coverage, status in [
+        (0, "2e-4", 1, 30.0, 0.70, "completed"),
+        (1, "2e-4", 2, 34.0, 0.74, "completed"),
+        (2, "8e-4", 1, 20.0, 0.80, "completed"),
+        (3, "8e-4", 2, 21.0, 0.82, "completed"),
+        (4, "2e-4", 3, math.nan, 0.0, "diverged"),
+    ]:
+        seeded_job(tmp_path, num, lr, seed, fid, coverage, status)
+    write_summary(tmp_path, "val/fid", "minimize")
+    with open(tmp_path / "summary.csv", newline="") as f:
+        jobs = list(csv.DictReader(f))
+    with open(tmp_path / SEEDS_CSV, newline="") as f:
+        configurations = list(csv.DictReader(f))
+    assert [c["overrides"] for c in configurations] == ["model.lr=8e-4", "model.lr=2e-4"]  # best mean FID first
+    for c in configurations:
+        lr = c["overrides"].split("=")[1]
+        counted = [row for row in jobs if f"model.lr={lr}" in row["overrides"] and row["status"] == "completed"]
+        fids = [float(row["val/fid"]) for row in counted]
+        coverages = [float(row["val/coverage"]) for row in counted]
+        assert int(c["n"]) == len(fids) == 2
+        assert float(c["value_mean"]) == pytest.approx(statistics.fmean(fids)) and float(c["value_std"]) == pytest.approx(statistics.stdev(fids))
+        assert float(c["val/coverage_mean"]) == pytest.approx(statistics.fmean(coverages))
+        assert float(c["val/coverage_std"]) == pytest.approx(statistics.stdev(coverages))
+    assert configurations[1]["not_counted"] == "seed=3 diverged" and configurations[1]["seeds"] == "1 2" and configurations[1]["jobs"] == "0 1 4"
+    assert configurations[0]["not_counted"] == ""
+    markdown = (tmp_path / "summary.md").read_text()
+    assert "| 1 | model.lr=8e-4 | 2 | 20.5 ± 0.71 |" in markdown and "| 2 | model.lr=2e-4 | 2 | 32 ± 2.8 |" in markdown
+    assert "seed=3 diverged" in markdown
+
+
+def test_a_sweep_without_seeds_has_no_per_configuration_table(tmp_path):
+    for num, value in [(0, 1.0), (1, 2.0)]:
+        fake_job(tmp_path, num, value)
+    (tmp_path / SEEDS_CSV).write_text("stale")
+    write_summary(tmp_path, "val/fid", "minimize")
+    assert not (tmp_path / SEEDS_CSV).exists() and "Per configuration" not in (tmp_path / "summary.md").read_text()
 
 
 def test_job_folder_names_are_cut_to_a_length_every_file_system_takes():

@@ -30,6 +30,7 @@ COMMAND_NUMBERS = (
     ("rows", True, False),
     ("steps", True, False),
     ("threads", True, True),
+    ("repeats", True, False),
 )
 
 

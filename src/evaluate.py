@@ -10,6 +10,11 @@ logged as ``val/*`` for the same weights. The JSON is printed and written beside
 ``repeats=K`` scores K independent sample sets of the same weights (noise seeds ``seed`` ..
 ``seed+K-1``; the first is the callback's) and gives each figure as the mean and the sample
 standard deviation over them: the sampling noise of a figure, to tell from a difference between runs.
+
+``cas=true`` (a conditional model) adds the classification accuracy score (``src/metrics/cas.py``):
+``cas``, the real test accuracy of a classifier trained on as many class-balanced samples as the
+real training set holds, and ``cas_ceiling``, the same recipe trained on the real images (the
+pinned classifier's recorded test accuracy). It trains a classifier: minutes on a CPU.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from src.checkpoint import load_model
 from src.data.provision import load_split
 from src.devices import cpu_threads
 from src.errors import release_stderr, run_entry_point, user_errors
+from src.metrics.cas import classification_accuracy_score
 from src.metrics.extractor import load_classifier
 from src.metrics.quality import QualityMetrics, fixed_inputs, generate
 from src.preflight.commands import check_evaluate, check_model_data, evaluation_data, evaluation_output
@@ -35,7 +41,7 @@ def evaluate(cfg: DictConfig) -> dict:
     check_evaluate(cfg)
     model = load_model(cfg.ckpt_path, map_location=cfg.device)
     name, data_dir = evaluation_data(cfg)
-    check_model_data(model, name)
+    check_model_data(model, name, cas=cfg.cas)
     classifier, info = load_classifier(name, cfg.get("classifier"))
     real_images, real_labels = load_split(name, data_dir, train=False, key="data_dir")
     real_labels = real_labels[: cfg.num_samples] if model.num_classes else None
@@ -53,6 +59,11 @@ def evaluate(cfg: DictConfig) -> dict:
         "classifier_sha256": info["sha256"],
         "classifier_test_accuracy": info["test_accuracy"],
     }
+    if cfg.cas:
+        train_size = len(load_split(name, data_dir, train=True, key="data_dir")[1])
+        test_images, test_labels = load_split(name, data_dir, train=False, key="data_dir")
+        result["cas"] = classification_accuracy_score(model, train_size, test_images, test_labels, seed=cfg.seed, batch_size=cfg.batch_size)
+        result["cas_ceiling"] = load_classifier(name)[1]["test_accuracy"]
     if cfg.repeats == 1:
         return result | _json_figures(sets[0])
     spread = {key: mean_std(figures[key] for figures in sets)[:2] for key in sets[0]}

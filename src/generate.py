@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from torchvision.utils import make_grid, save_image
 
 from src.checkpoint import load_model
+from src.data.loaders import to_uint8
 from src.devices import cpu_threads
 from src.errors import release_stderr, run_entry_point, user_errors
 from src.interpolation import latent_walk
@@ -38,11 +39,6 @@ def asked_labels(model, num_samples: int, label: int | None, labels: str | None)
     if label is not None:
         return torch.full((num_samples,), label, dtype=torch.long)
     return torch.arange(num_samples) * model.num_classes // num_samples
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """[-1, 1] floats (N, 1, H, W) -> (N, H, W) uint8, the inverse of the data module's normalization."""
-    return images.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).squeeze(1).cpu().numpy()
 
 
 def output_paths(cfg: DictConfig, name: str) -> tuple[Path, Path]:
@@ -90,7 +86,7 @@ def write(paths: tuple[Path, Path], images: torch.Tensor, labels: torch.Tensor |
     png.parent.mkdir(parents=True, exist_ok=True)  # checked writable before the work (run)
     save_image(make_grid(images, nrow=nrow, normalize=True, value_range=(-1, 1)), png)
     asked = labels.numpy() if labels is not None else np.full(len(images), -1, dtype=np.int64)
-    np.savez_compressed(npz, images=to_uint8(images), labels=asked)
+    np.savez_compressed(npz, images=to_uint8(images).squeeze(1).numpy(), labels=asked)
     return png, npz
 
 

@@ -28,6 +28,12 @@ def to_model_range(images_u8: torch.Tensor) -> torch.Tensor:
     return images_u8.float().div_(255).sub_(mean).div_(std)
 
 
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] floats (N, 1, H, W) -> uint8 on the CPU, rounded: the inverse of ``to_model_range``
+    (what ``src.generate`` saves and what CAS trains on)."""
+    return images.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).cpu()
+
+
 class EpochSampler:
     """Indices of one epoch for one rank, a pure function of (seed, epoch, rank, world size).
 

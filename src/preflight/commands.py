@@ -78,6 +78,8 @@ def evaluation_output(cfg: DictConfig) -> Path:
 
 def check_evaluate(cfg: DictConfig) -> None:
     check_numbers(cfg, COMMAND_NUMBERS)
+    if not isinstance(cfg.cas, bool):
+        raise ConfigError(f"cas must be true or false, got {cfg.cas!r}")
     if cfg.num_samples < MIN_SAMPLES:
         raise ConfigError(
             f"num_samples must be an integer of at least {MIN_SAMPLES} (the k-NN metrics need more than 5 images), got {cfg.num_samples}"
@@ -124,9 +126,12 @@ def evaluation_data(cfg: DictConfig) -> tuple[str, str]:
     return name, str(data_dir)
 
 
-def check_model_data(model, name: str, num_classes: int = 10) -> None:
+def check_model_data(model, name: str, num_classes: int = 10, cas: bool = False) -> None:
+    """The loaded model against the data set it is scored on, and what ``cas=true`` needs."""
     if model.num_classes not in (None, num_classes):
         raise ConfigError(f"the model is conditional on {model.num_classes} classes but {name} has {num_classes}")
+    if cas and not model.conditional:
+        raise ConfigError("cas=true trains a classifier on samples of each class asked for: this model is unconditional (cas needs a cGAN)")
 
 
 def check_classifier_train(name: str, output: Path, force: bool, data_dir: str) -> None:

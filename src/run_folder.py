@@ -240,6 +240,30 @@ def restore_refused_runs() -> None:
         restore_refused_run(folder)
 
 
+def sweep_overrides(overrides: list[str]) -> list[str]:
+    """What defines a sweep's jobs: its command-line overrides without the resume switch."""
+    return [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ("ckpt_path", "overwrite")]
+
+
+def check_sweep_resume(folder: Path, config: DictConfig) -> None:
+    """``ckpt_path=last`` into a sweep folder that holds runs resumes that sweep (``src.sweeps.resume_job``
+    decides per job): only the same grid, with the same overrides, and not an Optuna search (its
+    trials are numbered from 0 again in each folder: it resumes from its ``storage=`` into a new folder)."""
+    if "optuna" in str(OmegaConf.select(config, "hydra.sweeper._target_") or "").lower():
+        raise ConfigError(
+            f"an Optuna search resumes from its study, not its folder: run the same command with the same "
+            f"hydra.sweeper.storage and study_name into a new hydra.sweep.dir (not {folder}), without ckpt_path=last"
+        )
+    saved = folder / "multirun.yaml"
+    before = sweep_overrides(list(OmegaConf.select(OmegaConf.load(saved), "hydra.overrides.task") or [])) if saved.is_file() else None
+    now = sweep_overrides(list(config.hydra.overrides.task))
+    if before is not None and sorted(before) != sorted(now):
+        raise ConfigError(
+            f"hydra.sweep.dir {folder} holds a sweep started with other overrides ({' '.join(before) or 'none'}): "
+            "resume it with exactly those and ckpt_path=last, or choose another hydra.sweep.dir"
+        )
+
+
 class CheckOutputDir(HydraCallback):
     """Hydra creates the run folder and writes its config there before ``main`` runs: check the
     folder first (writable, not another run's, not in use), for a one-line error and nothing
@@ -272,12 +296,17 @@ class CheckOutputDir(HydraCallback):
             if rank_zero_only.rank == 0:
                 acquire_run_lock(folder, key="hydra.sweep.dir")  # held to the end of the sweep; first: a sweep in use is the news
                 runs = [job for job in sorted(Path(folder).iterdir()) if job.is_dir() and existing_run(job)]
-                if runs and not config.get("overwrite"):
+                try:
+                    if runs and config.get("ckpt_path") == "last":
+                        check_sweep_resume(Path(folder), config)
+                    elif runs and not config.get("overwrite"):
+                        raise ConfigError(
+                            f"hydra.sweep.dir {folder} already holds the runs of a sweep ({runs[0].name}, ...): resume it with the same "
+                            "overrides and ckpt_path=last, choose another hydra.sweep.dir, or add overwrite=true to replace them"
+                        )
+                except ConfigError:
                     release_run_lock(folder)
-                    raise ConfigError(
-                        f"hydra.sweep.dir {folder} already holds the runs of a sweep ({runs[0].name}, ...): "
-                        "choose another hydra.sweep.dir, or add overwrite=true to replace them"
-                    )
+                    raise
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         release_run_lock(self._resolve(config, "hydra.sweep.dir"))

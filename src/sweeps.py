@@ -29,10 +29,10 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.metrics.quality import METRIC_NAMES
-from src.run_folder import restore_refused_run
+from src.run_folder import existing_run, restore_refused_run, sweep_overrides
 from src.spread import mean_std, plus_minus
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def by_configuration(rows: list[dict], direction: str, present: list[str]) -> li
         value_mean, value_std, n = mean_std(_number(row.get("value")) for row in done)
         configurations.append(
             {
-                "overrides": list(overrides),
+                "overrides": sweep_overrides(list(overrides)),  # a resumed sweep's rows read as the first run's
                 "value": value_mean,
                 "value_std": value_std,
                 "n": n,
@@ -261,7 +261,7 @@ def record_job(hydra: DictConfig, metric: str | None, status: str, value: Any, o
         "job": int(hydra.job.num),
         "status": status,
         "value": _number(value) if status == "completed" else math.nan,
-        "overrides": list(overrides),
+        "overrides": sweep_overrides(list(overrides)),  # a resumed sweep's rows read as the first run's
         "metrics": json.loads(metrics_file.read_text()) if metrics_file.is_file() else {},
         "error": error,
         "dir": job_dir.name,
@@ -269,6 +269,30 @@ def record_job(hydra: DictConfig, metric: str | None, status: str, value: Any, o
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / JOB_RESULT).write_text(json.dumps(record, indent=2) + "\n")
     write_summary(Path(hydra.sweep.dir), metric, direction)
+
+
+def resume_job(cfg: DictConfig) -> float | None:
+    """A job of a sweep rerun with ``ckpt_path=last`` (checked by ``run_folder.check_sweep_resume``):
+    returns the value of a job that finished (it is not trained again); otherwise sets ``cfg`` to
+    resume an interrupted job from its own ``last.ckpt`` (a row saying ``interrupted``, or none
+    after a kill), or to start a failed, diverged or never-started one over."""
+    hydra = HydraConfig.get()
+    job_dir = Path(hydra.runtime.output_dir)
+    result = job_dir / JOB_RESULT
+    record = json.loads(result.read_text()) if result.is_file() else None
+    same = record is not None and sorted(sweep_overrides(record["overrides"])) == sorted(sweep_overrides(list(hydra.overrides.task)))
+    if same and record["status"] == "completed":
+        log.info("job %s finished before (%s = %s): not trained again", hydra.job.num, cfg.get("optimized_metric"), record["value"])
+        return _number(record["value"])
+    checkpoint = any((job_dir / "checkpoints").glob("last*.ckpt"))
+    if (record is None or (same and record["status"] == "interrupted")) and checkpoint:
+        log.info("job %s resumes from its last checkpoint", hydra.job.num)
+        return None
+    with open_dict(cfg):
+        cfg.ckpt_path = None
+        cfg.overwrite = existing_run(job_dir) is not None
+    log.info("job %s starts over", hydra.job.num)
+    return None
 
 
 def report_failed_job(message: str, multirun: bool, foreign: bool = False) -> None:

@@ -44,7 +44,7 @@ from src.errors import (
 from src.preflight.outputs import check_output_dir
 from src.preflight.training import check_config, check_launch, check_run
 from src.run_folder import FolderTaken, check_fresh_run_dir, clear_run_dir, restore_refused_runs, run_folder_in_use, run_lock
-from src.sweeps import infer_direction, record_interrupted_job, report_failed_job
+from src.sweeps import infer_direction, record_interrupted_job, report_failed_job, resume_job
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +153,8 @@ def main(cfg: DictConfig) -> float | None:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         check_launch(cfg, multirun=multirun, launcher=str(hydra_cfg.launcher.get("_target_", "")))
+        if multirun and cfg.get("ckpt_path") == "last" and (finished := resume_job(cfg)) is not None:
+            return finished if math.isfinite(finished) else _worst(hydra_cfg, cfg.get("optimized_metric"))
         metrics = train(cfg)
     except TrainingInterrupted as err:  # the whole sweep stops too: that is what the signal asked for
         report_failed_job(str(err), multirun)

@@ -6,11 +6,16 @@ import csv
 import json
 import math
 import statistics
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import folder_files, run_cli, start_train
+from omegaconf import OmegaConf
 
+from src.errors import ConfigError
+from src.run_folder import check_sweep_resume
 from src.sweeps import JOB_RESULT, MAX_JOB_DIRNAME, SEEDS_CSV, infer_direction, job_dirname, write_summary
 
 TINY_RUN = [
@@ -237,3 +242,58 @@ def test_an_optuna_search_goes_on_past_a_trial_that_fails(tmp_path, data_root):
         rows = list(csv.DictReader(f))
     assert len(rows) == 2
     assert all(row["status"] == "failed" and "model.lr must be a positive number" in row["error"] for row in rows), rows
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_mid_job_and_rerun_trains_only_what_was_missing(tmp_path, data_root):
+    """The same --multirun with ckpt_path=last into the killed sweep's folder: finished jobs are not
+    trained again, the one killed resumes from its last.ckpt, the rest start; the summary ends as an
+    uninterrupted sweep's. A sweep with other overrides is refused there in one line."""
+    command = ["--multirun", "model.lr=1e-4,2e-4,5e-4", f"data_dir={data_root}", *TINY_RUN, "trainer.max_epochs=3"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert run_cli(*command, f"hydra.sweep.dir={straight}").returncode == 0
+    process = start_train(*command, f"hydra.sweep.dir={killed}", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list(killed.glob("1_*/checkpoints/last.ckpt")):  # job 1 has finished an epoch
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    process.kill()
+    process.wait()
+    expected = {}
+    for job in sorted(killed.glob("[0-9]_*")):
+        row = json.loads((job / JOB_RESULT).read_text()) if (job / JOB_RESULT).is_file() else None
+        expected[job.name[0]] = "finished before" if row and row["status"] == "completed" else "resumes from its last checkpoint"
+    assert expected["0"] == "finished before" and "resumes from its last checkpoint" in expected.values()
+    job0 = folder_files(next(killed.glob("0_*")))
+
+    other = run_cli(
+        "--multirun", "model.lr=1e-4,3e-4", f"data_dir={data_root}", *TINY_RUN, "trainer.max_epochs=3", f"hydra.sweep.dir={killed}", "ckpt_path=last"
+    )
+    errors = [line for line in other.stderr.splitlines() if line.startswith("error:")]
+    assert other.returncode == 1 and len(errors) == 1 and "started with other overrides" in errors[0], other.stderr[-2000:]
+
+    rerun = run_cli(*command, f"hydra.sweep.dir={killed}", "ckpt_path=last")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    said = rerun.stdout + rerun.stderr
+    for num in "012":
+        assert f"job {num} {expected.get(num, 'starts over')}" in said, (num, said[-3000:])
+    assert folder_files(next(killed.glob("0_*")))["checkpoints/last.ckpt"] == job0["checkpoints/last.ckpt"]  # not trained again
+
+    def rows(folder):
+        with open(folder / "summary.csv", newline="") as f:
+            return [{key: value for key, value in row.items()} for row in csv.DictReader(f)]
+
+    assert rows(killed) == rows(straight)
+
+
+def test_a_sweep_resumes_only_with_its_own_overrides_and_an_optuna_search_from_its_storage(tmp_path):
+    (tmp_path / "multirun.yaml").write_text(OmegaConf.to_yaml({"hydra": {"overrides": {"task": ["model.lr=1e-4,2e-4", "seed=1,2"]}}}))
+
+    def config(*task: str, sweeper: str = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"):
+        return OmegaConf.create({"hydra": {"overrides": {"task": list(task)}, "sweeper": {"_target_": sweeper}}})
+
+    check_sweep_resume(tmp_path, config("seed=1,2", "model.lr=1e-4,2e-4", "ckpt_path=last"))  # the same grid, in any order
+    with pytest.raises(ConfigError, match=r"started with other overrides \(model.lr=1e-4,2e-4 seed=1,2\)"):
+        check_sweep_resume(tmp_path, config("model.lr=1e-4", "seed=1,2", "ckpt_path=last"))
+    with pytest.raises(ConfigError, match="resumes from its study"):
+        check_sweep_resume(tmp_path, config("ckpt_path=last", sweeper="hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"))

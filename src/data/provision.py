@@ -295,6 +295,14 @@ def provision(name: str, data_dir: str | os.PathLike = "data", sources: Sequence
     )
 
 
+def check_provision(names: Sequence[str], data_dir: str | os.PathLike) -> None:
+    """The command's arguments, before any data set is fetched: known names, a folder (not a file)."""
+    for name in names:
+        check_dataset_name(name, "NAME")
+    if Path(data_dir).exists() and not Path(data_dir).is_dir():
+        raise ConfigError(f"--data-dir {data_dir} is a file, not a folder: give a folder (make data DATA_DIR=...)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"data sets to provision (default: all of {sorted(DATASETS)})")
@@ -302,8 +310,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with user_errors():  # the commands' one error boundary
-        from src.preflight.commands import check_provision  # the preflight reads this module's names: imported at use
-
         check_provision(args.names, args.data_dir)
         for name in args.names or sorted(DATASETS):
             folder = provision(name, args.data_dir)

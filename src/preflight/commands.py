@@ -1,6 +1,7 @@
 """What the commands besides training accept, checked before they read, train or write anything:
 ``python -m src.generate`` and ``python -m src.evaluate`` (conf/generate.yaml, conf/evaluate.yaml),
-``python -m src.metrics.classifier`` and ``python -m src.data.provision``.
+and ``python -m src.metrics.classifier``. (``python -m src.data.provision`` checks its two
+arguments itself, with the data rules of ``src/data/provision.py``, which this package imports.)
 
     check_generate(cfg)             # numbers, a walk's steps, an output=... that can be written
     check_labels(model, cfg)        # label=K / labels=all against the loaded model
@@ -8,7 +9,6 @@
     name, data_dir = evaluation_data(cfg)   # the data set and folder, from the command or the run's config
     check_classifier_train(name, output, force, data_dir)
     check_classifier_check(names, weights)
-    check_provision(names, data_dir)
 """
 
 from __future__ import annotations
@@ -157,11 +157,3 @@ def check_classifier_check(names: list[str], weights: str | None) -> None:
         check_dataset_name(name, "NAME")
     if weights is not None and len(names) != 1:
         raise ConfigError("--weights checks one classifier file: name its data set, e.g. `check mnist --weights PATH`")
-
-
-def check_provision(names: list[str], data_dir: str) -> None:
-    """``provision [NAME ...] --data-dir DIR``: known data sets and a folder (not a file), before any is fetched."""
-    for name in names:
-        check_dataset_name(name, "NAME")
-    if Path(data_dir).exists() and not Path(data_dir).is_dir():
-        raise ConfigError(f"--data-dir {data_dir} is a file, not a folder: give a folder (make data DATA_DIR=...)")

@@ -13,6 +13,12 @@ For each preset (`gan`, `cgan`) it measures images/s of
              own minimal mode (no logger, callbacks, checkpoints or progress bar): Lightning's
              floor, which tells its loop's cost apart from what the project's config adds;
   lightning  the project's `train(cfg)`: Lightning, Hydra config, logger and callbacks.
+Those four on the seeds' math (bce, no R1), so that every loop does the same work. Then the
+preset's own recipe (what `python -m src.train` trains: R1 and all) through `train(cfg)`:
+  recipe         as configured;
+  recipe_r1_1    R1 on every batch (model.r1_every=1);
+  recipe_no_r1   without R1 (model.r1_gamma=0): the floor the R1 penalty is measured against;
+  recipe_bf16    with bf16 autocast (trainer.precision=bf16-mixed).
 Each measurement runs in its own subprocess (so peak memory is its own), repeats are
 interleaved (seed, plain, lightning, seed, ...) because this machine is shared and noisy,
 and the table reports medians and the ratios between them.
@@ -35,7 +41,14 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-KINDS = ("seed", "plain", "barebones", "lightning")
+# The preset's own recipe, through train(cfg), with these overrides.
+RECIPE_KINDS = {
+    "recipe": [],
+    "recipe_r1_1": ["model.r1_every=1"],
+    "recipe_no_r1": ["model.r1_gamma=0"],
+    "recipe_bf16": ["trainer.precision=bf16-mixed"],
+}
+KINDS = ("seed", "plain", "barebones", "lightning", *RECIPE_KINDS)
 SEED_BATCH_SIZE = 100  # both seed-000 loops
 
 
@@ -74,10 +87,11 @@ def _timed(batches, step, warmup: int, measured: int, device: torch.device) -> f
 SEED_MATH = ["model.loss=bce", "model.r1_gamma=0"]
 
 
-def _compose(preset: str, data_dir: str, overrides: list[str], output_dir: str | None = None):
-    """The preset's training config on the seeds' math; ``output_dir``: a fresh folder of the
-    run's own for ``train()`` (its run-folder guard refuses a second run into one folder); the
-    plain and barebones loops write nothing, and get a path of this process's that is never made."""
+def _compose(preset: str, data_dir: str, overrides: list[str], output_dir: str | None = None, seed_math: bool = True):
+    """The preset's training config on the seeds' math (or, ``seed_math=False``, its own recipe);
+    ``output_dir``: a fresh folder of the run's own for ``train()`` (its run-folder guard refuses a
+    second run into one folder); the plain and barebones loops write nothing, and get a path of
+    this process's that is never made."""
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
@@ -85,7 +99,7 @@ def _compose(preset: str, data_dir: str, overrides: list[str], output_dir: str |
             f"model={preset}",
             f"data_dir={data_dir}",
             f"paths.output_dir={output_dir or Path(tempfile.gettempdir()) / f'bench-unused-{os.getpid()}'}",
-            *SEED_MATH,
+            *(SEED_MATH if seed_math else []),
         ]
         return compose("train", overrides=[*base, *overrides])
 
@@ -316,7 +330,8 @@ def run_barebones(preset: str, args) -> float:
     return result["images_per_s"]
 
 
-def run_lightning(preset: str, args) -> float:
+def run_lightning(preset: str, args, recipe: list[str] | None = None) -> float:
+    """``train(cfg)`` on the seeds' math, or with ``recipe`` (a list of overrides) on the preset's own recipe."""
     from src.train import train
 
     result = {}
@@ -325,6 +340,7 @@ def run_lightning(preset: str, args) -> float:
         preset,
         args.data_dir,
         [
+            *(recipe or []),
             f"data.batch_size={SEED_BATCH_SIZE}",
             f"trainer.accelerator={_accelerator(args)}",
             "trainer.max_epochs=1",
@@ -335,13 +351,20 @@ def run_lightning(preset: str, args) -> float:
             *args.override,
         ],
         output_dir=run_dir.name,
+        seed_math=recipe is None,
     )
     with run_dir:
         train(cfg, extra_callbacks=[_throughput_callback(args, result)])
     return result["images_per_s"]
 
 
-RUNNERS = {"seed": run_seed, "plain": run_plain, "barebones": run_barebones, "lightning": run_lightning}
+RUNNERS = {
+    "seed": run_seed,
+    "plain": run_plain,
+    "barebones": run_barebones,
+    "lightning": run_lightning,
+    **{kind: (lambda preset, args, overrides=overrides: run_lightning(preset, args, overrides)) for kind, overrides in RECIPE_KINDS.items()},
+}
 
 
 def one(args) -> None:
@@ -405,7 +428,7 @@ def main() -> None:
 
     print()
     print(
-        "| preset | loop | images/s (median) | ms per batch | vs seed | vs plain | peak RSS MB |"
+        "| preset | loop | images/s (median) | ms per batch | vs seed | vs plain (recipe_*: vs no-R1) | peak RSS MB |"
         + (" peak GPU MB |" if args.device.startswith("cuda") else "")
     )
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |" + (" ---: |" if args.device.startswith("cuda") else ""))
@@ -414,7 +437,9 @@ def main() -> None:
         for kind in args.kinds:
             records = results[(preset, kind)]
             vs_seed = f"{median[kind] / median['seed']:.2f}×" if "seed" in median else "-"
-            vs_plain = f"{median[kind] / median['plain']:.2f}×" if "plain" in median else "-"
+            # The recipe's variants against the recipe without R1; the seed-math loops against the plain loop.
+            base = "recipe_no_r1" if kind in RECIPE_KINDS else "plain"
+            vs_plain = f"{median[kind] / median[base]:.2f}× {'no-R1' if base != 'plain' else ''}".strip() if base in median else "-"
             row = f"| {preset} | {kind} | {median[kind]:,.0f} | {SEED_BATCH_SIZE / median[kind] * 1e3:.2f} | {vs_seed} | {vs_plain} | {max(r['peak_rss_mb'] for r in records):,.0f} |"
             if args.device.startswith("cuda"):
                 row += f" {max(r.get('peak_gpu_mb', 0) for r in records):,.0f} |"

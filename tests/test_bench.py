@@ -49,4 +49,13 @@ def test_bench_runs_every_loop_and_prints_its_table(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     rows = [line for line in out.stdout.splitlines() if line.startswith("| gan |")]
-    assert [row.split("|")[2].strip() for row in rows] == ["seed", "plain", "barebones", "lightning"], out.stdout
+    assert [row.split("|")[2].strip() for row in rows] == [
+        "seed",
+        "plain",
+        "barebones",
+        "lightning",
+        "recipe",
+        "recipe_r1_1",
+        "recipe_no_r1",
+        "recipe_bf16",
+    ], out.stdout

@@ -40,7 +40,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from src.data.loaders import to_model_range
-from src.data.provision import DATASETS, load_split
+from src.data.provision import DATASETS, check_dataset_name, load_split
 from src.errors import ConfigError, UserError, user_errors
 from src.metrics.extractor import DomainClassifier, load_classifier
 from src.metrics.manifold import RealManifold
@@ -230,8 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with user_errors():
         names = args.names or list(DATASETS)
-        if unknown := [n for n in names if n not in DATASETS]:
-            raise ConfigError(f"NAME {unknown[0]!r} is not one of {', '.join(DATASETS)}")
+        for name in names:
+            check_dataset_name(name, "NAME")
         if args.num_samples < 2 * 10:
             raise ConfigError(f"--num-samples must be at least 20 (two images of every class), got {args.num_samples}")
         for name in names:

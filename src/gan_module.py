@@ -377,10 +377,11 @@ class GAN(L.LightningModule):
         lr = self.hparams.lr
         opt_g = self.optimizer_factory(self.generator.parameters(), lr=self.hparams.lr_g or lr)
         opt_d = self.optimizer_factory(self.discriminator.parameters(), lr=self.hparams.lr_d or lr)
-        if self.hparams.r1_every > 1:
+        if self.hparams.r1_gamma and self.hparams.r1_every > 1:
             # StyleGAN2's correction for lazy R1 (its training_loop.py): D's optimizer sees the
             # penalty's steps as part of its own, so its rate and Adam's betas go to the power
             # r1_every / (r1_every + 1), as if each step took that share of a step's time.
+            # Without R1 (r1_gamma 0) there is nothing lazy, and D's optimizer stays as configured.
             ratio = self.hparams.r1_every / (self.hparams.r1_every + 1)
             for group in opt_d.param_groups:
                 group["lr"] = group["lr"] * ratio

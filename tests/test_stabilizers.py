@@ -154,6 +154,9 @@ def test_lazy_r1_runs_on_every_nth_batch_weighted_by_n_and_rescales_d_s_adam(cfg
     plain, lazy = (instantiate(cfg_factory("model=gan", f"model.r1_every={n}").model).build_optimizers()[1] for n in (1, 4))
     assert plain.param_groups[0]["lr"] == 8e-4 and plain.param_groups[0]["betas"] == (0.0, 0.9)
     assert lazy.param_groups[0]["lr"] == pytest.approx(8e-4 * 0.8) and lazy.param_groups[0]["betas"] == pytest.approx((0.0, 0.9**0.8))
+    # A recipe without R1 (cgan on MNIST) has nothing lazy: r1_every leaves D's optimizer as configured.
+    unaffected = instantiate(cfg_factory("model=cgan", "data=mnist", "model.r1_every=16").model).build_optimizers()[1]
+    assert unaffected.param_groups[0]["lr"] == 5e-4 and unaffected.param_groups[0]["betas"] == (0.0, 0.999)
 
 
 def test_he_init_gives_the_second_seed_s_g_the_spread_torch_s_default_takes_away():

@@ -44,10 +44,10 @@ format: install ## Format the tree and fix what ruff can (then review the diff)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: data ## Images/s side by side: seed loops vs a plain PyTorch loop vs the project (see BENCHMARKS.md)
+bench: data ## Images/s side by side: seed loops vs a plain loop vs the project, and the recipe with and without (lazy) R1 and bf16 (BENCHMARKS.md)
 	$(PY) bench/bench.py --data-dir $(DATA_DIR) $(ARGS)
 
-sweep: data ## Sweep the learning rate of both optimizers over 1e-4, 2e-4, 5e-4 (Hydra multirun; summary.md ranks the jobs by FID)
+sweep: data ## Sweep the learning rate over 1e-4, 2e-4, 5e-4 (summary.md ranks the jobs by FID); ARGS="seed=1,2,3": mean ± std per lr
 	$(PY) -m src.train --multirun data_dir=$(DATA_DIR) model.lr=1e-4,2e-4,5e-4 $(ARGS)
 
 search: data ## Optuna search for the lowest FID; SEARCH=optuna_recipe: for a training recipe (docs/recipes.md)

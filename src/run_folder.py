@@ -249,7 +249,8 @@ def check_sweep_resume(folder: Path, config: DictConfig) -> None:
     """``ckpt_path=last`` into a sweep folder that holds runs resumes that sweep (``src.sweeps.resume_job``
     decides per job): only the same grid, with the same overrides, and not an Optuna search (its
     trials are numbered from 0 again in each folder: it resumes from its ``storage=`` into a new folder)."""
-    if "optuna" in str(OmegaConf.select(config, "hydra.sweeper._target_") or "").lower():
+    sweeper = OmegaConf.select(config, "hydra.sweeper") or {}
+    if "optuna" in str(sweeper.get("_target_", "")).lower():
         raise ConfigError(
             f"an Optuna search resumes from its study, not its folder: run the same command with the same "
             f"hydra.sweeper.storage and study_name into a new hydra.sweep.dir (not {folder}), without ckpt_path=last"

@@ -213,4 +213,4 @@ def test_the_readme_quality_and_classifier_commands_run_as_written(tmp_path):
         env=env,
         timeout=300,
     )
-    assert bad.returncode == 1 and bad.stderr.strip() == "error: NAME 'cifar' is not one of mnist, fashion_mnist"
+    assert bad.returncode == 1 and bad.stderr.strip() == "error: NAME 'cifar' is not one of fashion_mnist, mnist"

@@ -22,6 +22,7 @@ RECIPE_KEYS = (
     "loss",
     "gp_weight",
     "r1_gamma",
+    "r1_every",
     "n_critic",
     "label_smoothing",
     "ema_decay",
@@ -31,6 +32,7 @@ RECIPE_KEYS = (
     "optimizer",
 )
 PLAIN = {
+    "r1_every": 1,
     "lr_g": None,
     "lr_d": None,
     "gp_weight": 10.0,
@@ -49,7 +51,7 @@ EXPECTED_RECIPES = {
     "cgan": PLAIN | {"lr": 5e-4, "loss": "bce", "r1_gamma": 0.0, "ema_decay": 0.999, "optimizer": ADAM | {"betas": [0.5, 0.999]}},
     "cgan_mnist": PLAIN
     | {"lr": 5e-4, "loss": "bce", "r1_gamma": 0.0, "ema_decay": 0.999, "lr_decay_fraction": 0.25, "optimizer": ADAM | {"betas": [0.0, 0.999]}},
-    "searched": PLAIN | {"lr": 8e-4, "loss": "hinge", "r1_gamma": 0.1, "ema_decay": 0.999, "optimizer": ADAM | {"betas": [0.0, 0.9]}},
+    "searched": PLAIN | {"lr": 8e-4, "loss": "hinge", "r1_gamma": 0.1, "r1_every": 16, "ema_decay": 0.999, "optimizer": ADAM | {"betas": [0.0, 0.9]}},
     "searched_he_init": PLAIN | {"lr": 8e-4, "loss": "hinge", "r1_gamma": 0.1, "ema_decay": 0.999, "optimizer": ADAM | {"betas": [0.0, 0.9]}},
     "sngan": PLAIN | {"lr": 2e-4, "loss": "hinge", "r1_gamma": 0.0, "ema_decay": 0.995, "optimizer": ADAM | {"betas": [0.5, 0.999]}},
     "wgan_gp": PLAIN | {"lr": 1e-4, "loss": "wgan_gp", "r1_gamma": 0.0, "ema_decay": None, "n_critic": 5, "optimizer": ADAM | {"betas": [0.0, 0.9]}},

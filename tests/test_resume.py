@@ -63,7 +63,8 @@ def test_lr_decay_follows_the_schedule_and_a_resumed_run_keeps_it(cfg_factory, t
     """The last two thirds of three epochs train at 2/3 and 1/3 of the rate. A run stopped after two
     epochs (max_steps) and resumed reaches the same weights and optimizer states as one that
     trained straight through: the schedule is saved in checkpoints and caught up on resume."""
-    model = ["model=gan", "model.lr=1e-3", "model.lr_decay_fraction=0.67", "trainer.max_epochs=3", *EPOCH]
+    # r1_every=1: both optimizers at model.lr (lazy R1 scales D's rate by 16/17)
+    model = ["model=gan", "model.lr=1e-3", "model.r1_every=1", "model.lr_decay_fraction=0.67", "trainer.max_epochs=3", *EPOCH]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     train(cfg_factory(*model, output_dir=straight))
     train(cfg_factory(*model, "+trainer.max_steps=16", output_dir=resumed))  # two epochs of 4 D + 4 G steps

@@ -289,7 +289,7 @@ def test_a_sweep_killed_mid_job_and_rerun_trains_only_what_was_missing(tmp_path,
 def test_a_sweep_resumes_only_with_its_own_overrides_and_an_optuna_search_from_its_storage(tmp_path):
     (tmp_path / "multirun.yaml").write_text(OmegaConf.to_yaml({"hydra": {"overrides": {"task": ["model.lr=1e-4,2e-4", "seed=1,2"]}}}))
 
-    def config(*task: str, sweeper: str = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"):
+    def config(*task: str, sweeper: str = "a.grid.Sweeper"):
         return OmegaConf.create({"hydra": {"overrides": {"task": list(task)}, "sweeper": {"_target_": sweeper}}})
 
     check_sweep_resume(tmp_path, config("seed=1,2", "model.lr=1e-4,2e-4", "ckpt_path=last"))  # the same grid, in any order

@@ -26,6 +26,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from src import imports_done
 from src.checkpoint import load_model
 from src.data.provision import load_split
 from src.devices import cpu_threads
@@ -97,4 +98,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    imports_done()
     run_entry_point(main)

@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig
 from torchvision.utils import make_grid, save_image
 
+from src import imports_done
 from src.checkpoint import load_model
 from src.data.loaders import to_uint8
 from src.devices import cpu_threads
@@ -99,4 +100,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    imports_done()
     run_entry_point(main)

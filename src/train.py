@@ -27,6 +27,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.multiprocessing import ProcessRaisedException
 
+from src import imports_done
 from src.callbacks.checkpoints import AtomicCheckpointIO, CheckpointOnInterrupt, RunPosition, StoreModelConfig
 from src.callbacks.hparams import HParamsSummary, run_hparams
 from src.devices import cpu_threads
@@ -181,6 +182,7 @@ STARTUP_INTERRUPTED = "interrupted by Ctrl-C while starting, before the first ba
 
 
 if __name__ == "__main__":
+    imports_done()
     try:
         run_entry_point(main)
     except KeyboardInterrupt:  # Ctrl-C before training started (during it, the run saves and says so)

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torchvision.datasets import MNIST, FashionMNIST
 
+from src import imports_done
 from src.data.idx import IdxFormatError, read_header, write_idx
 from src.errors import ConfigError, UserError, user_errors
 from src.files import probe_writable
@@ -319,4 +320,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    imports_done()
     sys.exit(main())

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from src import imports_done
 from src.data.loaders import to_model_range
 from src.data.provision import DATASETS, load_split
 from src.files import atomic_write
@@ -148,4 +149,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    imports_done()
     sys.exit(main())

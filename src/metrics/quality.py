@@ -39,6 +39,7 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from src import imports_done
 from src.data.loaders import to_model_range
 from src.data.provision import DATASETS, check_dataset_name, load_split
 from src.errors import ConfigError, UserError, user_errors
@@ -243,4 +244,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    imports_done()
     sys.exit(main())

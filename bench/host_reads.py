@@ -57,7 +57,7 @@ class HostReadCounter(L.Callback):
             setattr(torch.Tensor, name, self._wrap(name))
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._logging = logs_batch(trainer, pl_module.batches_trained + 1)
+        self._logging = logs_batch(trainer, pl_module.steps_trained + 1)
         self.batches[self._logging] += 1
 
     def on_validation_start(self, trainer, pl_module) -> None:

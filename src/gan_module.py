@@ -21,6 +21,7 @@ from torch import nn
 
 from src import losses
 from src.augment import diff_augment, noise_std, parse_policy
+from src.data.loaders import BatchGroup
 from src.devices import skip_nvml_probe_without_gpu
 from src.diagnostics import collapse_diagnostics
 from src.ema import GeneratorEma
@@ -44,15 +45,16 @@ def linear_decay(epoch: int, max_epochs: int, decaying: int) -> float:
     return min(1.0, (max_epochs - epoch) / (decaying + 1))
 
 
-def logs_batch(trainer: L.Trainer, batch_number: int) -> bool:
-    """Whether the loggers write the ``batch_number``-th batch trained (1-based, counted over
-    epochs): Lightning's rule (every ``log_every_n_steps``-th batch, and the batch that stops
-    training), from public attributes, with the module's own batch count (``GAN.batches_trained``,
-    kept in checkpoints as Lightning keeps its loop's). Callbacks ask it in ``on_train_batch_start``
-    with ``batches_trained + 1``. A ``barebones`` Trainer (bench/bench.py's Lightning floor) logs
-    nothing: its ``log_every_n_steps`` is 0."""
+def logs_batch(trainer: L.Trainer, step_number: int) -> bool:
+    """Whether the loggers write the ``step_number``-th training step (1-based, counted over
+    epochs; a step trains one batch, or ``data.batches_per_step`` of them): Lightning's rule (every
+    ``log_every_n_steps``-th step, and the step that stops training), from public attributes, with
+    the module's own step count (``GAN.steps_trained``, kept in checkpoints as Lightning keeps its
+    loop's). Callbacks ask it in ``on_train_batch_start`` with ``steps_trained + 1``. A
+    ``barebones`` Trainer (bench/bench.py's Lightning floor) logs nothing: its
+    ``log_every_n_steps`` is 0."""
     every = trainer.log_every_n_steps
-    return bool(every) and (batch_number % every == 0 or trainer.should_stop)
+    return bool(every) and (step_number % every == 0 or trainer.should_stop)
 
 
 def per_rank_seed(seed: int, epoch: int, rank: int) -> int:
@@ -128,6 +130,11 @@ class GAN(L.LightningModule):
         self.generator_ema = None if ema_decay is None else GeneratorEma(generator, ema_decay)
         # Batches trained over all epochs (saved in checkpoints): G steps on every n_critic-th one.
         self.batches_trained = 0
+        # Training steps over all epochs (saved too): one per batch, or per data.batches_per_step
+        # batches, as Lightning counts them; the loggers write on every log_every_n_steps-th.
+        self.steps_trained = 0
+        self._grouped = False  # whether steps train several batches (then the x-axis is logged: _log_axis)
+        self._epoch_batches: int | None = None  # the epoch's batch count, where steps count otherwise
         # Fixed noise for the sample grids, drawn once (after seeding) and kept in checkpoints,
         # so every epoch's grid shows the same z. A conditional grid has one row per class.
         rows = self.num_classes or sample_rows
@@ -186,7 +193,8 @@ class GAN(L.LightningModule):
     def _noise_std(self, batch_idx: int) -> float:
         """Instance noise's standard deviation at this batch: its share of the whole run (by the
         epoch and the batch within it, so a resumed run draws the same)."""
-        progress = (self.current_epoch + batch_idx / self.trainer.num_training_batches) / self.trainer.max_epochs
+        batches = self._epoch_batches or self.trainer.num_training_batches
+        progress = (self.current_epoch + batch_idx / batches) / self.trainer.max_epochs
         return noise_std(self.hparams.instance_noise, progress)
 
     def _discriminate_real_and_fake(self, real, real_labels, fake, fake_labels, batch_idx: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -223,7 +231,33 @@ class GAN(L.LightningModule):
             # The same on every rank; synced so that Lightning does not warn under DDP.
             self.log_dict(rates, on_step=False, on_epoch=True, batch_size=1, sync_dist=True)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor] | BatchGroup, batch_idx: int) -> None:
+        """One batch, or a :class:`BatchGroup`'s K batches one after the other: the same updates
+        in the same order (the same weights), with Lightning's per-step cost paid once. With K, the
+        loggers write on the last batch of every ``log_every_n_steps``-th step, against the batch
+        count (``src/train.py`` gives Lightning ``log_every_n_steps / K``)."""
+        self.steps_trained += 1
+        if not isinstance(batch, BatchGroup):
+            self._train_batch(batch, batch_idx, log=self._is_logging_step())
+            return
+        self._grouped, self._epoch_batches = True, batch.epoch_batches
+        last = len(batch.batches) - 1
+        for offset, one in enumerate(batch.batches):
+            log_now = offset == last and self._is_logging_step()
+            self._train_batch(one, batch.first + offset, log=log_now)
+            if log_now:
+                self._log_axis(on_step=True)
+
+    def _log_axis(self, on_step: bool) -> None:
+        """With several batches per step, Lightning's own x-axis would count steps: log the one it
+        draws with one batch per step (the 0-based index of the last batch trained) as ``step``,
+        Lightning's key for the x-axis, and the epoch beside it, as Lightning logs it when it picks
+        the step itself. The same on every rank (sync_dist only keeps Lightning from warning)."""
+        if self._grouped:
+            axis = {"step": float(self.batches_trained - 1), "epoch": float(self.current_epoch)}
+            self.log_dict(axis, on_step=on_step, on_epoch=not on_step, batch_size=1, reduce_fx="max", sync_dist=not on_step)
+
+    def _train_batch(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, log: bool) -> None:
         real, real_labels = batch
         real_labels = real_labels if self.conditional else None
         hp = self.hparams
@@ -271,7 +305,7 @@ class GAN(L.LightningModule):
 
         # `self.log` costs more per call on CPU than a whole step of the seed GAN (Lightning moves
         # its result buffers each time; BENCHMARKS.md): log only on the steps the loggers will write.
-        if not self._is_logging_step():
+        if not log:
             return
         metrics = {
             "train/d_loss": d_loss,
@@ -302,7 +336,7 @@ class GAN(L.LightningModule):
         self.log_dict({name: value for name, value in host_metrics.items() if name not in shown}, batch_size=real.size(0))
 
     def _is_logging_step(self) -> bool:
-        return logs_batch(self.trainer, self.batches_trained)
+        return logs_batch(self.trainer, self.steps_trained)
 
     def _stop_if_nonfinite(self, host_metrics: dict[str, torch.Tensor], batch_idx: int) -> None:
         """Stop a diverged run. Checked on logging steps only, on the values read back for logging:
@@ -323,6 +357,12 @@ class GAN(L.LightningModule):
         # Lightning calls this before the checkpoint callbacks' own epoch-end hook: a diverged
         # epoch stops here and last.ckpt keeps the last good epoch.
         self._stop_if_weights_nonfinite()
+        if self.lr_schedulers():  # the epoch's rates are this hook's only figures (on_train_epoch_start)
+            self._log_axis(on_step=False)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            self._log_axis(on_step=False)
 
     def diverged_nets(self) -> list[str]:
         """``"G"``, ``"D"``: the nets with a NaN or infinite weight (one read from the device)."""
@@ -368,9 +408,12 @@ class GAN(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["batches_trained"] = self.batches_trained
+        checkpoint["steps_trained"] = self.steps_trained
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.batches_trained = checkpoint.get("batches_trained", 0)
+        # Checkpoints from before steps were counted trained one batch per step.
+        self.steps_trained = checkpoint.get("steps_trained", self.batches_trained)
 
     def build_optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
         """G's and D's optimizers, without a trainer (``src/train.py`` checks the config with them)."""

@@ -30,6 +30,7 @@ from torch.multiprocessing import ProcessRaisedException
 from src import imports_done
 from src.callbacks.checkpoints import AtomicCheckpointIO, CheckpointOnInterrupt, RunPosition, StoreModelConfig
 from src.callbacks.hparams import HParamsSummary, run_hparams
+from src.data.datamodule import step_counted
 from src.devices import cpu_threads
 from src.errors import (
     ConfigError,
@@ -104,7 +105,9 @@ def _train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback]) -> dict[str, 
         *extra_callbacks,
     ]
     loggers = _instantiate_dict(cfg.get("logger"), "logger")
-    trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
+    # With data.batches_per_step=K, Lightning counts steps of K batches: it gets its step-counted settings divided by K.
+    counted = step_counted(cfg.trainer, getattr(datamodule, "batches_per_step", 1))
+    trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()], **counted)
     ckpt_path = check_run(cfg, model, datamodule, trainer, callbacks, rank_zero)
     if rank_zero:
         run_folder_in_use(cfg.paths.output_dir)  # every check has passed: the command's config stays

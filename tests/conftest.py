@@ -235,7 +235,7 @@ class HostReads(L.Callback):
         return counted
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if logs_batch(trainer, pl_module.batches_trained + 1):
+        if logs_batch(trainer, pl_module.steps_trained + 1):
             self.logging_batches.add(batch_idx)
         self.reads, self.active = [], True
 

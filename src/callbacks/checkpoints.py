@@ -22,6 +22,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from src.checkpoint import MODEL_CONFIG_KEY, plain_config
+from src.data.loaders import batches_in
 from src.errors import CheckpointError
 from src.files import atomic_write
 from src.gan_module import GAN
@@ -202,8 +203,8 @@ class RunPosition(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.epoch, self.batches, self.phase = trainer.current_epoch, 0, "training"
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
-        self.batches += 1
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.batches += batches_in(batch)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking and self.epoch is not None:

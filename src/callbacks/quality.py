@@ -97,6 +97,7 @@ class FinalMetrics(L.Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.callback_metrics and self.path.is_file():
             return  # a resumed run with no epoch left to train: keep the figures of the run that trained
-        metrics = {name: float(value) for name, value in sorted(trainer.callback_metrics.items())}
+        # Not the x-axis that GAN logs with data.batches_per_step > 1 (``step``, ``epoch``): no figures.
+        metrics = {name: float(value) for name, value in sorted(trainer.callback_metrics.items()) if name not in ("step", "epoch")}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(metrics | {"epochs": trainer.current_epoch}, indent=2) + "\n")

@@ -19,9 +19,28 @@ from src.data.provision import DEFAULT_SOURCES, check_data, dataset_class, provi
 LOADERS = ("tensor", "classic")
 
 
+def step_counted(trainer_cfg, batches_per_step: int) -> dict[str, int]:
+    """The trainer settings Lightning counts in training steps, given in batches as configured
+    and divided by ``batches_per_step`` (the preflight has checked that it divides them):
+    ``log_every_n_steps`` (Lightning's default 50 where unset) and an integer ``val_check_interval``."""
+    if batches_per_step == 1:
+        return {}
+    every = trainer_cfg.get("log_every_n_steps")
+    counted = {"log_every_n_steps": (50 if every is None else every) // batches_per_step}
+    interval = trainer_cfg.get("val_check_interval")
+    if isinstance(interval, int) and not isinstance(interval, bool):
+        counted["val_check_interval"] = interval // batches_per_step
+    return counted
+
+
 class MNISTDataModule(L.LightningDataModule):
     """``loader="tensor"`` keeps each split on the training device (fast, the default);
-    ``loader="classic"`` is the textbook per-sample ``DataLoader`` path, kept for comparison."""
+    ``loader="classic"`` is the textbook per-sample ``DataLoader`` path, kept for comparison.
+
+    ``batches_per_step=K`` hands each training step K batches (``loaders.BatchGroup``; the tensor
+    loader only). Lightning then counts steps of K batches, so the training loader applies an
+    integer ``trainer.limit_train_batches`` itself, in batches (``src/preflight/training.py``
+    refuses a fraction), and ``src/train.py`` gives Lightning its step-counted settings."""
 
     num_classes = 10
     img_shape = (1, 28, 28)
@@ -36,6 +55,7 @@ class MNISTDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         sources: Sequence[str] = DEFAULT_SOURCES,
+        batches_per_step: int = 1,
     ) -> None:
         super().__init__()
         dataset_class(name)  # fail early on an unknown name
@@ -43,6 +63,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.batch_size, self.val_batch_size = int(batch_size), int(val_batch_size)
         self.loader, self.num_workers, self.seed = loader, num_workers, seed
         self.sources = tuple(sources)
+        self.batches_per_step = int(batches_per_step)
         self.class_names: list[str] = []
         self.train_set = self.val_set = None
 
@@ -59,7 +80,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.val_set = dataset(self.data_dir, train=False, transform=transform)
         self.class_names = list(self.train_set.classes)
 
-    def _tensor_loader(self, dataset, batch_size: int, shuffle: bool) -> TensorLoader:
+    def _tensor_loader(self, dataset, batch_size: int, shuffle: bool, batches_per_step: int = 1) -> TensorLoader:
         trainer = self.trainer
         sampler = EpochSampler(
             len(dataset),
@@ -69,7 +90,9 @@ class MNISTDataModule(L.LightningDataModule):
             world_size=trainer.world_size if trainer else 1,
         )
         device = trainer.strategy.root_device if trainer else torch.device("cpu")
-        return TensorLoader(dataset.data.unsqueeze(1), dataset.targets, batch_size, sampler, device)
+        limit = trainer.limit_train_batches if trainer and batches_per_step > 1 else None
+        limit = limit if isinstance(limit, int) else None  # the preflight lets only 1.0 through as a fraction
+        return TensorLoader(dataset.data.unsqueeze(1), dataset.targets, batch_size, sampler, device, batches_per_step, limit)
 
     def _classic_loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(
@@ -82,8 +105,9 @@ class MNISTDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self):
-        make = self._tensor_loader if self.loader == "tensor" else self._classic_loader
-        return make(self.train_set, self.batch_size, shuffle=True)
+        if self.loader == "tensor":
+            return self._tensor_loader(self.train_set, self.batch_size, shuffle=True, batches_per_step=self.batches_per_step)
+        return self._classic_loader(self.train_set, self.batch_size, shuffle=True)
 
     def val_dataloader(self):
         make = self._tensor_loader if self.loader == "tensor" else self._classic_loader

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 
@@ -67,21 +68,77 @@ class EpochSampler:
         return order[self.rank :: self.world_size]
 
 
+@dataclass
+class BatchGroup:
+    """``data.batches_per_step=K``: the K batches one ``training_step`` trains, one after the other
+    (Keras' ``steps_per_execution``), so that Lightning's per-batch cost is paid once per K batches.
+
+    ``first`` is the index of the first of them in the epoch and ``epoch_batches`` the epoch's
+    batch count, so the step knows where each batch stands without Lightning's counters, which
+    count steps. A dataclass, so Lightning moves its tensors to the device like any batch.
+    """
+
+    batches: list[tuple[torch.Tensor, torch.Tensor]]
+    first: int
+    epoch_batches: int
+
+
+def batches_in(batch) -> int:
+    """How many batches one training step trained: K for a :class:`BatchGroup`, else 1."""
+    return len(batch.batches) if isinstance(batch, BatchGroup) else 1
+
+
 class TensorLoader:
-    """Yields ``(images in [-1, 1], labels)`` batches by indexing tensors that stay on ``device``."""
+    """Yields ``(images in [-1, 1], labels)`` batches by indexing tensors that stay on ``device``;
+    with ``batches_per_step=K > 1``, :class:`BatchGroup`s of K of them (the epoch's last group may
+    hold fewer), and ``limit_batches`` (an int) cuts the epoch to that many batches first, as
+    ``trainer.limit_train_batches`` cuts it when K is 1."""
 
     # Mirrors DataLoader's attributes that Lightning inspects: ``sampler`` receives ``set_epoch``.
     batch_sampler = None
 
-    def __init__(self, images_u8: torch.Tensor, labels: torch.Tensor, batch_size: int, sampler: EpochSampler, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        images_u8: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        sampler: EpochSampler,
+        device: torch.device | str = "cpu",
+        batches_per_step: int = 1,
+        limit_batches: int | None = None,
+    ) -> None:
         self.images = images_u8.to(device)
         self.labels = labels.to(device)
         self.batch_size = batch_size
         self.sampler = sampler
+        self.batches_per_step = batches_per_step
+        self.limit_batches = limit_batches
+
+    @property
+    def batches(self) -> int:
+        """Batches per epoch (after ``limit_batches``)."""
+        batches = math.ceil(len(self.sampler) / self.batch_size)
+        return batches if self.limit_batches is None else min(batches, self.limit_batches)
 
     def __len__(self) -> int:
-        return math.ceil(len(self.sampler) / self.batch_size)
+        return math.ceil(self.batches / self.batches_per_step)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for index in self.sampler.indices().to(self.images.device).split(self.batch_size):
+    def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        indices = self.sampler.indices().to(self.images.device).split(self.batch_size)
+        for index in indices[: self.batches]:
             yield to_model_range(self.images[index]), self.labels[index]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor] | BatchGroup]:
+        if self.batches_per_step == 1:
+            yield from self._batches()
+            return
+        group: list[tuple[torch.Tensor, torch.Tensor]] = []
+        first = 0
+        for batch in self._batches():
+            group.append(batch)
+            if len(group) == self.batches_per_step:
+                yield BatchGroup(group, first, self.batches)
+                first += len(group)
+                group = []
+        if group:
+            yield BatchGroup(group, first, self.batches)

@@ -34,6 +34,7 @@ MIN_SAMPLES = 10  # the k-NN radii of density/coverage (k = 5) need more than 5 
 NUMBERS = (
     ("data.batch_size", True, False),
     ("data.val_batch_size", True, False),
+    ("data.batches_per_step", True, False),
     ("trainer.max_epochs", True, True),  # null: Lightning's default
     ("trainer.log_every_n_steps", True, True),
     ("model.lr", False, False),
@@ -151,6 +152,35 @@ def check_config(cfg: DictConfig) -> None:
             "to train without scoring, remove both (~callbacks.sample_quality ~callbacks.best_checkpoint)"
         )
     check_trainer(cfg)
+    check_batches_per_step(cfg)
+
+
+def check_batches_per_step(cfg: DictConfig) -> None:
+    """``data.batches_per_step=K > 1``: Lightning then counts steps of K batches, so the trainer's
+    settings that count batches must be whole steps (``datamodule.step_counted`` divides them), and
+    the epoch's batches come from the tensor loader, which groups them."""
+    k = OmegaConf.select(cfg, "data.batches_per_step", default=1)
+    if k == 1:
+        return
+    hint = f"data.batches_per_step={k}"
+    if OmegaConf.select(cfg, "data.loader", default="tensor") != "tensor":
+        raise ConfigError(f"{hint} groups the tensor loader's batches; data.loader={OmegaConf.select(cfg, 'data.loader')} has none to group: use data.loader=tensor")
+    trainer = cfg.get("trainer") or {}
+    every = trainer.get("log_every_n_steps")
+    every = 50 if every is None else every  # Lightning's default
+    if every % k:
+        raise ConfigError(
+            f"trainer.log_every_n_steps={every} is not a whole number of steps of {hint} batches: "
+            f"pick a multiple of {k}, e.g. trainer.log_every_n_steps={max(k, every // k * k)}"
+        )
+    interval = trainer.get("val_check_interval")
+    if isinstance(interval, int) and not isinstance(interval, bool) and interval % k:
+        raise ConfigError(f"trainer.val_check_interval={interval} batches is not a whole number of steps of {hint} batches: pick a multiple of {k}")
+    limit = trainer.get("limit_train_batches")
+    if isinstance(limit, float) and limit != 1.0:
+        raise ConfigError(
+            f"trainer.limit_train_batches={limit}: with {hint}, give the number of batches to train per epoch (an integer), not a fraction"
+        )
 
 
 def check_trainer(cfg: DictConfig) -> None:

@@ -12,10 +12,13 @@ For each preset (`gan`, `cgan`) it measures images/s of
   barebones  the project's LightningModule and data under `Trainer(barebones=True)`, Lightning's
              own minimal mode (no logger, callbacks, checkpoints or progress bar): Lightning's
              floor, which tells its loop's cost apart from what the project's config adds;
-  lightning  the project's `train(cfg)`: Lightning, Hydra config, logger and callbacks.
-Those four on the seeds' math (bce, no R1), so that every loop does the same work. Then the
+  lightning  the project's `train(cfg)`: Lightning, Hydra config, logger and callbacks;
+  lightning_k5  the same with data.batches_per_step=5: five batches per training step, so
+             Lightning's per-step cost is paid once per five batches (the same weights).
+Those on the seeds' math (bce, no R1), so that every loop does the same work. Then the
 preset's own recipe (what `python -m src.train` trains: R1 and all) through `train(cfg)`:
   recipe         as configured;
+  recipe_k5      with data.batches_per_step=5;
   recipe_r1_1    R1 on every batch (model.r1_every=1);
   recipe_no_r1   without R1 (model.r1_gamma=0): the floor the R1 penalty is measured against;
   recipe_bf16    with bf16 autocast (trainer.precision=bf16-mixed).
@@ -42,13 +45,15 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 # The preset's own recipe, through train(cfg), with these overrides.
+K = 5  # batches per training step of the *_k5 kinds (a divisor of log_every_n_steps, 50)
 RECIPE_KINDS = {
     "recipe": [],
+    "recipe_k5": [f"data.batches_per_step={K}"],
     "recipe_r1_1": ["model.r1_every=1"],
     "recipe_no_r1": ["model.r1_gamma=0"],
     "recipe_bf16": ["trainer.precision=bf16-mixed"],
 }
-KINDS = ("seed", "plain", "barebones", "lightning", *RECIPE_KINDS)
+KINDS = ("seed", "plain", "barebones", "lightning", "lightning_k5", *RECIPE_KINDS)
 SEED_BATCH_SIZE = 100  # both seed-000 loops
 
 
@@ -286,19 +291,27 @@ def run_plain(preset: str, args) -> float:
 
 
 def _throughput_callback(args, result: dict):
-    """Images/s over batches [warmup, warmup + batches) of a Lightning run, into result."""
+    """Images/s over batches [warmup, warmup + batches) of a Lightning run, into result; a training
+    step may train several batches (data.batches_per_step), so batches are counted, not steps."""
     import lightning as L
 
+    from src.data.loaders import step_batches
+
     class Throughput(L.Callback):
+        def __init__(self):
+            self.seen, self.start, self.images = 0, None, 0
+
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if batch_idx == args.warmup:
+            if self.start is None and self.seen >= args.warmup:
                 _sync(pl_module.device)
-                self.start, self.images = time.perf_counter(), 0
+                self.start = time.perf_counter()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            if batch_idx >= args.warmup:
-                self.images += batch[0].size(0)
-            if batch_idx == args.warmup + args.batches - 1:
+            batches = step_batches(batch)
+            self.seen += len(batches)
+            if self.start is not None:
+                self.images += sum(one[0].size(0) for one in batches)
+            if self.start is not None and self.seen >= args.warmup + args.batches:
                 _sync(pl_module.device)
                 result["images_per_s"] = self.images / (time.perf_counter() - self.start)
 
@@ -330,8 +343,9 @@ def run_barebones(preset: str, args) -> float:
     return result["images_per_s"]
 
 
-def run_lightning(preset: str, args, recipe: list[str] | None = None) -> float:
-    """``train(cfg)`` on the seeds' math, or with ``recipe`` (a list of overrides) on the preset's own recipe."""
+def run_lightning(preset: str, args, recipe: list[str] | None = None, seed_overrides: tuple[str, ...] = ()) -> float:
+    """``train(cfg)`` on the seeds' math (with ``seed_overrides``), or with ``recipe`` (a list of
+    overrides) on the preset's own recipe."""
     from src.train import train
 
     result = {}
@@ -340,7 +354,7 @@ def run_lightning(preset: str, args, recipe: list[str] | None = None) -> float:
         preset,
         args.data_dir,
         [
-            *(recipe or []),
+            *(recipe or seed_overrides),
             f"data.batch_size={SEED_BATCH_SIZE}",
             f"trainer.accelerator={_accelerator(args)}",
             "trainer.max_epochs=1",
@@ -363,6 +377,7 @@ RUNNERS = {
     "plain": run_plain,
     "barebones": run_barebones,
     "lightning": run_lightning,
+    "lightning_k5": lambda preset, args: run_lightning(preset, args, seed_overrides=[f"data.batches_per_step={K}"]),
     **{kind: (lambda preset, args, overrides=overrides: run_lightning(preset, args, overrides)) for kind, overrides in RECIPE_KINDS.items()},
 }
 

@@ -21,6 +21,8 @@ import lightning as L
 import torch
 from train_config import compose_train_config  # puts the repository on sys.path
 
+from src.data.loaders import step_batches
+
 
 def _sync(module: L.LightningModule) -> None:
     if module.device.type == "cuda":
@@ -41,7 +43,7 @@ class EpochTimer(L.Callback):
         self._start, self._val_start, self._images = time.perf_counter(), 0.0, 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._images += batch[0].size(0)
+        self._images += sum(one[0].size(0) for one in step_batches(batch))  # data.batches_per_step: several
 
     def on_validation_start(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:

@@ -83,9 +83,14 @@ class BatchGroup:
     epoch_batches: int
 
 
+def step_batches(batch) -> list:
+    """The batches one training step trained: a :class:`BatchGroup`'s K, or the one batch."""
+    return batch.batches if isinstance(batch, BatchGroup) else [batch]
+
+
 def batches_in(batch) -> int:
     """How many batches one training step trained: K for a :class:`BatchGroup`, else 1."""
-    return len(batch.batches) if isinstance(batch, BatchGroup) else 1
+    return len(step_batches(batch))
 
 
 class TensorLoader:

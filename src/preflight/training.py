@@ -164,7 +164,9 @@ def check_batches_per_step(cfg: DictConfig) -> None:
         return
     hint = f"data.batches_per_step={k}"
     if OmegaConf.select(cfg, "data.loader", default="tensor") != "tensor":
-        raise ConfigError(f"{hint} groups the tensor loader's batches; data.loader={OmegaConf.select(cfg, 'data.loader')} has none to group: use data.loader=tensor")
+        raise ConfigError(
+            f"{hint} groups the tensor loader's batches; data.loader={OmegaConf.select(cfg, 'data.loader')} has none to group: use data.loader=tensor"
+        )
     trainer = cfg.get("trainer") or {}
     every = trainer.get("log_every_n_steps")
     every = 50 if every is None else every  # Lightning's default

@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 SEARCH ?= optuna_fid
 
 .DEFAULT_GOAL := help
-.PHONY: help install data classifiers train test test-fast lint format bench tb sweep search clean
+.PHONY: help install data classifiers train test test-fast lint format bench bench-k tb sweep search clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -46,6 +46,9 @@ format: install ## Format the tree and fix what ruff can (then review the diff)
 
 bench: data ## Images/s side by side: seed loops vs a plain loop vs the project, and the recipe with and without (lazy) R1 and bf16 (BENCHMARKS.md)
 	$(PY) bench/bench.py --data-dir $(DATA_DIR) $(ARGS)
+
+bench-k: data ## Lightning's per-step cost against data.batches_per_step=K, the loops interleaved in one process (BENCHMARKS.md)
+	$(PY) bench/batches_per_step.py --data-dir $(DATA_DIR) $(ARGS)
 
 sweep: data ## Sweep the learning rate over 1e-4, 2e-4, 5e-4 (summary.md ranks the jobs by FID); ARGS="seed=1,2,3": mean ± std per lr
 	$(PY) -m src.train --multirun data_dir=$(DATA_DIR) model.lr=1e-4,2e-4,5e-4 $(ARGS)

@@ -69,21 +69,39 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _timed(batches, step, warmup: int, measured: int, device: torch.device) -> float:
-    """Images/s over `measured` batches after `warmup` batches; `batches` is re-iterated as needed."""
+def _timed(batches, step, warmup: int, measured: int, device: torch.device, marks: list | None = None) -> float:
+    """Images/s over `measured` batches after `warmup` batches; `batches` is re-iterated as needed.
+    ``marks`` gets (batches measured, time) after each batch (for :func:`best_window`)."""
     done, images, start = 0, 0, None
     while True:
         for batch in batches:
             if done == warmup:
                 _sync(device)
                 start = time.perf_counter()
+                if marks is not None:
+                    marks.append((0, start))
             step(batch)
             done += 1
             if done > warmup:
                 images += batch[0].size(0)
+                if marks is not None:
+                    marks.append((done - warmup, time.perf_counter()))
             if done == warmup + measured:
                 _sync(device)
                 return images / (time.perf_counter() - start)
+
+
+def best_window(marks: list[tuple[int, float]], window: int, batch_size: int) -> float:
+    """Images/s of the fastest stretch of at least ``window`` batches between two marks: on a
+    shared machine interference only ever slows a stretch down, so the fastest is the least
+    disturbed measure of a loop's own speed (timeit's advice to take the minimum)."""
+    best, window = 0.0, min(window, marks[-1][0] - marks[0][0])  # a run shorter than the window: the whole run
+    for i, (batches_i, time_i) in enumerate(marks):
+        for batches_j, time_j in marks[i + 1 :]:
+            if batches_j - batches_i >= window:
+                best = max(best, (batches_j - batches_i) * batch_size / (time_j - time_i))
+                break
+    return best
 
 
 # The seed loops' math (bce, no R1 penalty), so that every contender does the same work per
@@ -268,7 +286,7 @@ def plain_step(gan, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer):
     return step
 
 
-def run_plain(preset: str, args) -> float:
+def run_plain(preset: str, args, marks: list | None = None) -> float:
     from hydra.utils import instantiate
 
     from src.data.loaders import EpochSampler, TensorLoader
@@ -284,7 +302,7 @@ def run_plain(preset: str, args) -> float:
     loader = TensorLoader(train_set.data.unsqueeze(1), train_set.targets, datamodule.batch_size, EpochSampler(len(train_set), True, 0), device)
     gan: GAN = instantiate(cfg.model).to(device)
     skip_nvml_probe_without_gpu()  # what GAN.setup does in the project's runs
-    return _timed(loader, plain_step(gan, *gan.build_optimizers()), args.warmup, args.batches, device)
+    return _timed(loader, plain_step(gan, *gan.build_optimizers()), args.warmup, args.batches, device, marks)
 
 
 # --- (c) the project through Lightning -----------------------------------------------------
@@ -300,17 +318,20 @@ def _throughput_callback(args, result: dict):
     class Throughput(L.Callback):
         def __init__(self):
             self.seen, self.start, self.images = 0, None, 0
+            result["marks"] = []
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             if self.start is None and self.seen >= args.warmup:
                 _sync(pl_module.device)
-                self.start = time.perf_counter()
+                self.start, self.first = time.perf_counter(), self.seen
+                result["marks"].append((0, self.start))
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             batches = step_batches(batch)
             self.seen += len(batches)
             if self.start is not None:
                 self.images += sum(one[0].size(0) for one in batches)
+                result["marks"].append((self.seen - self.first, time.perf_counter()))
             if self.start is not None and self.seen >= args.warmup + args.batches:
                 _sync(pl_module.device)
                 result["images_per_s"] = self.images / (time.perf_counter() - self.start)
@@ -343,9 +364,9 @@ def run_barebones(preset: str, args) -> float:
     return result["images_per_s"]
 
 
-def run_lightning(preset: str, args, recipe: list[str] | None = None, seed_overrides: tuple[str, ...] = ()) -> float:
+def run_lightning(preset: str, args, recipe: list[str] | None = None, seed_overrides: tuple[str, ...] = (), marks: list | None = None) -> float:
     """``train(cfg)`` on the seeds' math (with ``seed_overrides``), or with ``recipe`` (a list of
-    overrides) on the preset's own recipe."""
+    overrides) on the preset's own recipe; ``marks`` as :func:`_timed`'s."""
     from src.train import train
 
     result = {}
@@ -369,6 +390,8 @@ def run_lightning(preset: str, args, recipe: list[str] | None = None, seed_overr
     )
     with run_dir:
         train(cfg, extra_callbacks=[_throughput_callback(args, result)])
+    if marks is not None:
+        marks.extend(result["marks"])
     return result["images_per_s"]
 
 

@@ -123,6 +123,7 @@ def test_the_loader_hands_out_the_same_batches_in_groups():
         (["data.batches_per_step=4", "data.loader=classic", "trainer.log_every_n_steps=8"], "data.loader=classic has none to group"),
         (["data.batches_per_step=4", "trainer.log_every_n_steps=8", "+trainer.limit_train_batches=0.5"], "not a fraction"),
         (["data.batches_per_step=4", "trainer.log_every_n_steps=8", "+trainer.val_check_interval=6"], "val_check_interval=6 batches"),
+        (["data.batches_per_step=4", "trainer.log_every_n_steps=8", "+trainer.max_steps=16"], "trainer.max_steps=16 counts optimizer steps"),
     ],
 )
 def test_settings_that_do_not_fit_k_batches_per_step_are_refused(cfg_factory, overrides, message):

@@ -178,6 +178,12 @@ def check_batches_per_step(cfg: DictConfig) -> None:
     interval = trainer.get("val_check_interval")
     if isinstance(interval, int) and not isinstance(interval, bool) and interval % k:
         raise ConfigError(f"trainer.val_check_interval={interval} batches is not a whole number of steps of {hint} batches: pick a multiple of {k}")
+    max_steps = trainer.get("max_steps")
+    if max_steps not in (None, -1):
+        raise ConfigError(
+            f"trainer.max_steps={max_steps} counts optimizer steps, which Lightning checks once per step of {hint} batches "
+            "(it would stop late): use trainer.max_epochs, or data.batches_per_step=1"
+        )
     limit = trainer.get("limit_train_batches")
     if isinstance(limit, float) and limit != 1.0:
         raise ConfigError(

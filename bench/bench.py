@@ -183,7 +183,8 @@ def seed_cgan_models():
     return Generator(), Discriminator()
 
 
-def run_seed(preset: str, args) -> float:
+def seed_loop(preset: str, args):
+    """The seed tutorial's (seed 000) data loader and training step, as written: (loader, step, device)."""
     from torch import nn, optim
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
@@ -250,7 +251,12 @@ def run_seed(preset: str, args) -> float:
         g_loss.backward()
         g_optimizer.step()
 
-    return _timed(train_loader, gan_step if preset == "gan" else cgan_step, args.warmup, args.batches, DEVICE)
+    return train_loader, gan_step if preset == "gan" else cgan_step, DEVICE
+
+
+def run_seed(preset: str, args) -> float:
+    train_loader, step, device = seed_loop(preset, args)
+    return _timed(train_loader, step, args.warmup, args.batches, device)
 
 
 # --- (b) the project's step without Lightning ---------------------------------------------

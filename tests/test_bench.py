@@ -90,3 +90,28 @@ def test_the_interleaved_k_bench_runs_and_prints_its_table(data_root):
     assert out.returncode == 0, out.stderr[-3000:]
     rows = [line for line in out.stdout.splitlines() if line.startswith("| gan |")]
     assert [row.split("|")[2].strip() for row in rows] == ["plain PyTorch", "Lightning, K=1", "Lightning, K=2"], out.stdout
+
+
+@pytest.mark.slow
+def test_the_whole_process_bench_runs_both_processes_and_prints_its_table(data_root):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "bench/whole_process.py",
+            "--data-dir",
+            str(data_root),
+            "--repeats",
+            "1",
+            "--override",
+            "data.sources=[local]",
+            "callbacks.sample_quality.num_samples=100",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [line.split("|") for line in out.stdout.splitlines() if line.startswith("| gan |")]
+    assert [row[2].strip() for row in rows] == ["seed 000's loop", "python -m src.train"], out.stdout
+    assert all(float(row[3]) > 0 and float(row[4]) > 0 for row in rows), out.stdout  # each process's 1- and 2-epoch seconds

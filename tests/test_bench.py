@@ -28,33 +28,30 @@ def data_root(tmp_path) -> Path:
     return data_root
 
 
-@pytest.mark.slow
-def test_bench_runs_every_loop_and_prints_its_table(data_root):
+def gan_rows(script: str, data_root: Path, *args: str) -> list[list[str]]:
+    """Runs ``bench/<script>`` on the tiny data (``args`` after the data folder) and returns the
+    cells of its table's ``gan`` rows."""
     out = subprocess.run(
-        [
-            sys.executable,
-            "bench/bench.py",
-            "--data-dir",
-            str(data_root),
-            "--presets",
-            "gan",
-            "--batches",
-            "2",
-            "--warmup",
-            "0",
-            "--repeats",
-            "1",
-            "--override",
-            "data.sources=[local]",
-        ],
+        [sys.executable, f"bench/{script}", "--data-dir", str(data_root), *args],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=900,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    rows = [line for line in out.stdout.splitlines() if line.startswith("| gan |")]
-    assert [row.split("|")[2].strip() for row in rows] == [
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in out.stdout.splitlines() if line.startswith("| gan |")]
+    assert rows, out.stdout
+    return rows
+
+
+# A few batches of the gan preset, once: the loops run, not how fast.
+TINY = ("--presets", "gan", "--batches", "2", "--warmup", "0", "--repeats", "1", "--override", "data.sources=[local]")
+
+
+@pytest.mark.slow
+def test_bench_runs_every_loop_and_prints_its_table(data_root):
+    rows = gan_rows("bench.py", data_root, *TINY)
+    assert [row[1] for row in rows] == [
         "seed",
         "plain",
         "barebones",
@@ -65,53 +62,18 @@ def test_bench_runs_every_loop_and_prints_its_table(data_root):
         "recipe_r1_1",
         "recipe_no_r1",
         "recipe_bf16",
-    ], out.stdout
+    ]
 
 
 @pytest.mark.slow
 def test_the_interleaved_k_bench_runs_and_prints_its_table(data_root):
-    small = [
-        "--data-dir",
-        str(data_root),
-        "--presets",
-        "gan",
-        "--batches",
-        "2",
-        "--warmup",
-        "0",
-        "--repeats",
-        "1",
-        "--override",
-        "data.sources=[local]",
-    ]
-    out = subprocess.run(
-        [sys.executable, "bench/batches_per_step.py", *small, "--ks", "1", "2"], cwd=REPO, capture_output=True, text=True, timeout=900
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    rows = [line for line in out.stdout.splitlines() if line.startswith("| gan |")]
-    assert [row.split("|")[2].strip() for row in rows] == ["plain PyTorch", "Lightning, K=1", "Lightning, K=2"], out.stdout
+    rows = gan_rows("batches_per_step.py", data_root, *TINY, "--ks", "1", "2")
+    assert [row[1] for row in rows] == ["plain PyTorch", "Lightning, K=1", "Lightning, K=2"]
 
 
 @pytest.mark.slow
 def test_the_whole_process_bench_runs_both_processes_and_prints_its_table(data_root):
-    out = subprocess.run(
-        [
-            sys.executable,
-            "bench/whole_process.py",
-            "--data-dir",
-            str(data_root),
-            "--repeats",
-            "1",
-            "--override",
-            "data.sources=[local]",
-            "callbacks.sample_quality.num_samples=100",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    rows = [line.split("|") for line in out.stdout.splitlines() if line.startswith("| gan |")]
-    assert [row[2].strip() for row in rows] == ["seed 000's loop", "python -m src.train"], out.stdout
-    assert all(float(row[3]) > 0 and float(row[4]) > 0 for row in rows), out.stdout  # each process's 1- and 2-epoch seconds
+    args = ("--repeats", "1", "--override", "data.sources=[local]", "callbacks.sample_quality.num_samples=100")
+    rows = gan_rows("whole_process.py", data_root, *args)
+    assert [row[1] for row in rows] == ["seed 000's loop", "python -m src.train"]
+    assert all(float(row[2]) > 0 and float(row[3]) > 0 for row in rows)  # each process's 1- and 2-epoch seconds

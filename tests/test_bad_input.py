@@ -214,3 +214,14 @@ def test_the_readme_quality_and_classifier_commands_run_as_written(tmp_path):
         timeout=300,
     )
     assert bad.returncode == 1 and bad.stderr.strip() == "error: NAME 'cifar' is not one of fashion_mnist, mnist"
+
+
+def test_the_quality_command_refuses_too_few_samples_before_reading_any_data(tmp_path, capsys):
+    """`python -m src.metrics.quality --num-samples 5`: one line, before the classifier or data are
+    read (the data folder here does not exist)."""
+    from src.metrics.quality import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--data-dir", str(tmp_path / "nowhere"), "--num-samples", "5", "mnist"])
+    assert stop.value.code == 1
+    assert capsys.readouterr().err.strip() == "error: --num-samples must be at least 20 (two images of every class), got 5"

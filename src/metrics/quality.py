@@ -41,8 +41,8 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from src import imports_done
 from src.data.loaders import to_model_range
-from src.data.provision import DATASETS, check_dataset_name, load_split
-from src.errors import ConfigError, UserError, user_errors
+from src.data.provision import DATASETS, load_split
+from src.errors import UserError, user_errors
 from src.metrics.extractor import DomainClassifier, load_classifier
 from src.metrics.manifold import RealManifold
 
@@ -229,12 +229,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--num-samples", type=int, default=10_000)
     parser.add_argument("--classifier", default=None, help="a classifier file instead of the pinned one (one NAME)")
     args = parser.parse_args(argv)
+    # Imported here: the preflight package imports the training callbacks, which import this module.
+    from src.preflight.commands import check_real_vs_real
+
     with user_errors():
         names = args.names or list(DATASETS)
-        for name in names:
-            check_dataset_name(name, "NAME")
-        if args.num_samples < 2 * 10:
-            raise ConfigError(f"--num-samples must be at least 20 (two images of every class), got {args.num_samples}")
+        check_real_vs_real(names, args.num_samples)
         for name in names:
             figures = real_vs_real(name, args.data_dir, args.num_samples, args.classifier)
             print(

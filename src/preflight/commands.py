@@ -1,7 +1,7 @@
 """What the commands besides training accept, checked before they read, train or write anything:
 ``python -m src.generate`` and ``python -m src.evaluate`` (conf/generate.yaml, conf/evaluate.yaml),
-and ``python -m src.metrics.classifier``. (``python -m src.data.provision`` checks its two
-arguments itself, with the data rules of ``src/data/provision.py``, which this package imports.)
+``python -m src.metrics.classifier`` and ``python -m src.metrics.quality``. (``python -m
+src.data.provision`` checks its two arguments itself, with the data rules of ``src/data/provision.py``, which this package imports.)
 
     check_generate(cfg)             # numbers, a walk's steps, an output=... that can be written
     check_labels(model, cfg)        # label=K / labels=all against the loaded model
@@ -9,6 +9,7 @@ arguments itself, with the data rules of ``src/data/provision.py``, which this p
     name, data_dir = evaluation_data(cfg)   # the data set and folder, from the command or the run's config
     check_classifier_train(name, output, force, data_dir)
     check_classifier_check(names, weights)
+    check_real_vs_real(names, num_samples)
 """
 
 from __future__ import annotations
@@ -157,3 +158,12 @@ def check_classifier_check(names: list[str], weights: str | None) -> None:
         check_dataset_name(name, "NAME")
     if weights is not None and len(names) != 1:
         raise ConfigError("--weights checks one classifier file: name its data set, e.g. `check mnist --weights PATH`")
+
+
+def check_real_vs_real(names: list[str], num_samples: int) -> None:
+    """``python -m src.metrics.quality [NAME ...] --num-samples N``: known data sets, and N with two
+    images of every class on each side (the class metrics and the per-class FIDs need them)."""
+    for name in names:
+        check_dataset_name(name, "NAME")
+    if num_samples < 2 * 10:
+        raise ConfigError(f"--num-samples must be at least 20 (two images of every class), got {num_samples}")

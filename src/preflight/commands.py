@@ -1,7 +1,8 @@
 """What the commands besides training accept, checked before they read, train or write anything:
 ``python -m src.generate`` and ``python -m src.evaluate`` (conf/generate.yaml, conf/evaluate.yaml),
 ``python -m src.metrics.classifier`` and ``python -m src.metrics.quality``. (``python -m
-src.data.provision`` checks its two arguments itself, with the data rules of ``src/data/provision.py``, which this package imports.)
+src.data.provision`` checks its two arguments itself, with the data rules of
+``src/data/provision.py``, which this package imports.)
 
     check_generate(cfg)             # numbers, a walk's steps, an output=... that can be written
     check_labels(model, cfg)        # label=K / labels=all against the loaded model

@@ -244,5 +244,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # main's checks (imported inside it: see there), imported here too so that they load, as every
+    # other import of the command does, before imports_done lets a Ctrl-C through.
+    import src.preflight.commands  # noqa: F401
+
     imports_done()
     sys.exit(main())
